@@ -1,0 +1,210 @@
+//! The devsieve handler SDK: everything a discovery handler author needs.
+//!
+//! Implement [`Handler`] for a type and call [`export_handler!`] once:
+//!
+//! ```ignore
+//! use devsieve_sdk::prelude::*;
+//!
+//! #[derive(serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Config { vendor: String }
+//!
+//! struct Zigbee;
+//! impl Handler for Zigbee {
+//!     const NAME: &'static str = "zigbee";
+//!     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+//!     type Config = Config;
+//!     fn needs(_: &Config) -> Result<Requirements, HandlerError> {
+//!         Ok(Requirements::udev(["usb"]).attributes(["idVendor"]))
+//!     }
+//!     fn select(config: &Config, device: Device<'_>) -> bool {
+//!         device.attribute("idVendor") == Some(config.vendor.as_str())
+//!     }
+//! }
+//! export_handler!(Zigbee);
+//! ```
+//!
+//! The SDK owns the generated WIT bindings and hides them: handlers see plain
+//! Rust types and a [`Device`] view with parent navigation.
+
+mod device;
+
+pub use device::{Device, Snapshot, testing};
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "handler",
+        pub_export_macro: true,
+        export_macro_name: "__export_discovery",
+        default_bindings_module: "::devsieve_sdk::bindings",
+    });
+}
+
+use bindings::devsieve::handler::types;
+pub use types::{DeviceNode, DeviceGroup, HandlerError, HandlerInfo, Mount, Requirements, Node, Origin};
+
+/// The contract version this SDK builds handlers for (the WIT package version).
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// Everything a handler usually imports.
+pub mod prelude {
+    pub use crate::{
+        Device, DeviceNode, DeviceGroup, Handler, HandlerError, Mount, Requirements, Node, Origin, Snapshot,
+        export_handler,
+    };
+}
+
+/// A discovery handler. Only `needs` and `select` are required; the default
+/// `group` advertises every selected device that has a device node on its own.
+pub trait Handler {
+    /// Short name, shown by `devsieve handler inspect` and in logs.
+    const NAME: &'static str;
+    /// The handler's own version (usually `env!("CARGO_PKG_VERSION")`).
+    const VERSION: &'static str;
+    /// The handler's config, deserialized from the JSON the operator's YAML
+    /// became. Use `#[serde(deny_unknown_fields)]` so typos are errors.
+    type Config: serde::de::DeserializeOwned;
+
+    /// What the host must collect for this config. Also the place to reject
+    /// a config that parses but makes no sense.
+    fn needs(config: &Self::Config) -> Result<Requirements, HandlerError>;
+
+    /// Does the handler want this device? Called per candidate; the host
+    /// caches the answer until the device or one of its ancestors changes.
+    fn select(config: &Self::Config, device: Device<'_>) -> bool;
+
+    /// Groups to advertise from the selected devices.
+    fn group(config: &Self::Config, selected: &[Device<'_>]) -> Result<Vec<DeviceGroup>, HandlerError> {
+        let _ = config;
+        Ok(selected.iter().filter_map(|device| device.single_group("rwm")).collect())
+    }
+}
+
+impl Requirements {
+    /// Nothing: extend with the builder methods below.
+    pub fn none() -> Self {
+        Requirements {
+            subsystems: Vec::new(),
+            all_udev: false,
+            properties: Vec::new(),
+            attributes: Vec::new(),
+            paths: Vec::new(),
+            usbip: false,
+        }
+    }
+    /// udev devices of these subsystems.
+    pub fn udev<I: IntoIterator<Item = S>, S: Into<String>>(subsystems: I) -> Self {
+        Requirements { subsystems: subsystems.into_iter().map(Into::into).collect(), ..Self::none() }
+    }
+    /// Every udev device, whatever its subsystem.
+    pub fn all_udev() -> Self {
+        Requirements { all_udev: true, ..Self::none() }
+    }
+    pub fn properties<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.properties.extend(names.into_iter().map(Into::into));
+        self
+    }
+    pub fn attributes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.attributes.extend(names.into_iter().map(Into::into));
+        self
+    }
+    pub fn paths<I: IntoIterator<Item = S>, S: Into<String>>(mut self, patterns: I) -> Self {
+        self.paths.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+    pub fn with_usbip(mut self) -> Self {
+        self.usbip = true;
+        self
+    }
+}
+
+impl HandlerError {
+    /// An error about the whole config or the devices.
+    pub fn new(message: impl Into<String>) -> Self {
+        HandlerError { field: None, message: message.into() }
+    }
+    /// An error about one config field, e.g. `udevRules[2]`.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        HandlerError { field: Some(field.into()), message: message.into() }
+    }
+}
+
+/// Parses a handler's config, naming the field that is wrong.
+pub fn parse_config<C: serde::de::DeserializeOwned>(json: &str) -> Result<C, HandlerError> {
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.into_inner().to_string();
+        if path == "." { HandlerError::new(message) } else { HandlerError::field(path, message) }
+    })
+}
+
+/// Glue between the generated bindings and a [`Handler`]; used by
+/// [`export_handler!`] only.
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+    pub use bindings::__export_discovery as export;
+    pub use bindings::exports::devsieve::handler::discovery::Guest;
+
+    pub fn metadata<H: Handler>() -> HandlerInfo {
+        HandlerInfo {
+            name: H::NAME.to_string(),
+            version: H::VERSION.to_string(),
+            contract: CONTRACT_VERSION.to_string(),
+        }
+    }
+
+    pub fn needs<H: Handler>(config: &str) -> Result<Requirements, HandlerError> {
+        H::needs(&parse_config::<H::Config>(config)?)
+    }
+
+    pub fn select<H: Handler>(config: &str, snapshot: types::Snapshot) -> Result<Vec<bool>, HandlerError> {
+        let config = parse_config::<H::Config>(config)?;
+        let snapshot = Snapshot::new(snapshot)?;
+        Ok(snapshot.candidates().map(|device| H::select(&config, device)).collect())
+    }
+
+    pub fn group<H: Handler>(config: &str, snapshot: types::Snapshot) -> Result<Vec<DeviceGroup>, HandlerError> {
+        let config = parse_config::<H::Config>(config)?;
+        let snapshot = Snapshot::new(snapshot)?;
+        let selected: Vec<Device<'_>> = snapshot.candidates().collect();
+        H::group(&config, &selected)
+    }
+}
+
+/// Exports a [`Handler`] as the component's `devsieve:handler/discovery`.
+/// On other targets than wasm32 it expands to nothing, so a handler's unit
+/// tests run natively.
+#[macro_export]
+macro_rules! export_handler {
+    ($handler:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct DevsieveExport;
+            impl $crate::__private::Guest for DevsieveExport {
+                fn metadata() -> $crate::HandlerInfo {
+                    $crate::__private::metadata::<$handler>()
+                }
+                fn needs(config: String) -> Result<$crate::Requirements, $crate::HandlerError> {
+                    $crate::__private::needs::<$handler>(&config)
+                }
+                fn select(
+                    config: String,
+                    snapshot: $crate::bindings::devsieve::handler::types::Snapshot,
+                ) -> Result<Vec<bool>, $crate::HandlerError> {
+                    $crate::__private::select::<$handler>(&config, snapshot)
+                }
+                fn group(
+                    config: String,
+                    snapshot: $crate::bindings::devsieve::handler::types::Snapshot,
+                ) -> Result<Vec<$crate::DeviceGroup>, $crate::HandlerError> {
+                    $crate::__private::group::<$handler>(&config, snapshot)
+                }
+            }
+            $crate::__private::export!(DevsieveExport with_types_in $crate::bindings);
+        };
+    };
+}
