@@ -1,1 +1,74 @@
-fn main() {}
+//! Builds the built-in handlers (`guests/`) for `wasm32-wasip2` and puts the
+//! components in OUT_DIR, where `handler::builtin` embeds them. One
+//! `cargo build` of the agent therefore yields one self-contained binary.
+//!
+//! The guests are built by a nested cargo with its own target directory (as
+//! wasmtime builds its test programs), once per change to `guests/` or `wit/`.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const GUESTS: &[&str] = &["udev-rule", "glob", "usb-id"];
+const TARGET: &str = "wasm32-wasip2";
+const PROFILE: &str = "guest";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let root = manifest_dir.parent().expect("host/ lives in the workspace root");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+
+    println!("cargo:rerun-if-changed={}", root.join("guests").display());
+    println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    println!("cargo:rerun-if-env-changed=DEVSIEVE_GUESTS_TARGET_DIR");
+    println!("cargo:rerun-if-env-changed=DEVSIEVE_PREBUILT_GUESTS");
+
+    // Packagers (and work on the host alone) may hand in components built
+    // elsewhere: a directory holding devsieve_<name>.wasm for every guest.
+    if let Some(dir) = env::var_os("DEVSIEVE_PREBUILT_GUESTS") {
+        let dir = PathBuf::from(dir);
+        println!("cargo:rerun-if-changed={}", dir.display());
+        for guest in GUESTS {
+            let file = format!("devsieve_{}.wasm", guest.replace('-', "_"));
+            copy(&dir.join(&file), &out_dir.join(&file));
+        }
+        return;
+    }
+
+    let target_dir = env::var_os("DEVSIEVE_GUESTS_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target").join("guests"));
+
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(root)
+        .args(["build", "--locked", "--target", TARGET, "--profile", PROFILE])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for guest in GUESTS {
+        command.args(["-p", &format!("devsieve-{guest}")]);
+    }
+    // Flags meant for the host build must not leak into the wasm build.
+    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER"] {
+        command.env_remove(var);
+    }
+    let status = command.status().expect("could not run cargo to build the guest handlers");
+    if !status.success() {
+        panic!(
+            "building the built-in handlers for {TARGET} failed (see above). \
+             If the target is missing: rustup target add {TARGET}"
+        );
+    }
+
+    for guest in GUESTS {
+        let file = format!("devsieve_{}.wasm", guest.replace('-', "_"));
+        let built = target_dir.join(TARGET).join(PROFILE).join(&file);
+        copy(&built, &out_dir.join(&file));
+    }
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::copy(from, to)
+        .unwrap_or_else(|error| panic!("copying {} to {}: {error}", from.display(), to.display()));
+}

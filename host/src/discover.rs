@@ -1,0 +1,167 @@
+//! One pass of the pipeline for every configured resource: load its handler,
+//! ask what to collect, collect it, select, group, check. `devsieve discover`
+//! prints the result; the agent advertises it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::{Config, HandlerRef, Resource};
+use crate::handler::bindings::{DeviceGroup, Requirements};
+use crate::handler::{self, LoadedHandler, Runtime, builtin};
+use crate::names;
+use crate::snapshot;
+use crate::source::{SourceError, Sources};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    #[error("{resource}: {error}")]
+    Handler { resource: String, error: handler::Error },
+    #[error("{resource}: cannot read handler {path}: {source}")]
+    HandlerFile { resource: String, path: PathBuf, source: std::io::Error },
+    #[error("{resource}: {error}")]
+    Source { resource: String, error: SourceError },
+}
+
+/// A resource whose handler is loaded and whose config the handler accepted.
+pub struct Prepared {
+    pub resource: Resource,
+    pub handler: Arc<LoadedHandler>,
+    pub needs: Requirements,
+}
+
+/// Loads each resource's handler (once per distinct handler) and checks the
+/// resource's config with it. One bad resource does not stop the others.
+pub fn prepare(runtime: &Runtime, config: &Config) -> Vec<Result<Prepared, ResourceError>> {
+    let mut loaded: HashMap<HandlerRef, Arc<LoadedHandler>> = HashMap::new();
+    config
+        .resources
+        .iter()
+        .map(|resource| {
+            let handler = match loaded.get(&resource.handler) {
+                Some(handler) => handler.clone(),
+                None => {
+                    let handler = load(runtime, resource)?;
+                    loaded.insert(resource.handler.clone(), handler.clone());
+                    handler
+                }
+            };
+            let needs = handler
+                .needs(runtime, &resource.handler_config)
+                .map_err(|error| ResourceError::Handler { resource: resource.name.clone(), error })?;
+            Ok(Prepared { resource: resource.clone(), handler, needs })
+        })
+        .collect()
+}
+
+fn load(runtime: &Runtime, resource: &Resource) -> Result<Arc<LoadedHandler>, ResourceError> {
+    let name = resource.handler.to_string();
+    let bytes: std::borrow::Cow<'static, [u8]> = match &resource.handler {
+        HandlerRef::Builtin(builtin) => builtin::get(builtin).expect("config checked built-in names").into(),
+        HandlerRef::File(path) => std::fs::read(path)
+            .map_err(|source| ResourceError::HandlerFile { resource: resource.name.clone(), path: path.clone(), source })?
+            .into(),
+    };
+    runtime
+        .load(&name, &bytes)
+        .map_err(|error| ResourceError::Handler { resource: resource.name.clone(), error })
+}
+
+/// A group as the kubelet will see it: a device id and what a container gets.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Advertised {
+    /// The kubelet device id (at most 63 characters, stable per device).
+    pub id: String,
+    /// What the handler said identifies the device.
+    pub handler_id: String,
+    /// devpaths of the devices in the group.
+    pub members: Vec<String>,
+    pub device_nodes: Vec<GrantedNode>,
+    pub mounts: Vec<GrantedMount>,
+    pub env: Vec<(String, String)>,
+    pub share: u32,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct GrantedNode {
+    pub host_path: String,
+    pub container_path: String,
+    pub permissions: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct GrantedMount {
+    pub host_path: String,
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+/// Collects, selects and groups the devices of one prepared resource.
+pub fn evaluate(runtime: &Runtime, sources: &Sources, prepared: &Prepared) -> Result<Vec<Advertised>, ResourceError> {
+    let resource = &prepared.resource;
+    let handler_error = |error| ResourceError::Handler { resource: resource.name.clone(), error };
+    let snapshot = sources
+        .snapshot(&prepared.needs, &resource.allowed_roots)
+        .map_err(|error| ResourceError::Source { resource: resource.name.clone(), error })?;
+    let verdicts = prepared.handler.select(runtime, &resource.handler_config, &snapshot).map_err(handler_error)?;
+    let selected = snapshot::selected(&snapshot, &verdicts);
+    let groups = prepared
+        .handler
+        .group(runtime, &resource.handler_config, &selected, &resource.allowed_roots)
+        .map_err(handler_error)?;
+    let mut advertised: Vec<Advertised> = groups.into_iter().map(|group| advertise(&selected, group)).collect();
+    advertised.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(advertised)
+}
+
+fn advertise(snapshot: &crate::handler::bindings::Snapshot, group: DeviceGroup) -> Advertised {
+    Advertised {
+        id: names::device_id(&group.id),
+        members: group.members.iter().map(|&m| snapshot.nodes[m as usize].devpath.clone()).collect(),
+        device_nodes: group
+            .device_nodes
+            .into_iter()
+            .map(|node| GrantedNode {
+                container_path: node.container_path.unwrap_or_else(|| node.host_path.clone()),
+                host_path: node.host_path,
+                permissions: node.permissions,
+            })
+            .collect(),
+        mounts: group
+            .mounts
+            .into_iter()
+            .map(|m| GrantedMount { host_path: m.host_path, container_path: m.container_path, read_only: m.read_only })
+            .collect(),
+        env: group.env,
+        share: group.share,
+        handler_id: group.id,
+    }
+}
+
+/// What `discover` reports for one resource.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub resource: String,
+    pub handler: String,
+    pub groups: Vec<Advertised>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Runs the whole pipeline once over every resource of `config`.
+pub fn discover(runtime: &Runtime, sources: &Sources, config: &Config) -> Vec<Report> {
+    prepare(runtime, config)
+        .into_iter()
+        .zip(&config.resources)
+        .map(|(prepared, resource)| {
+            let outcome = prepared.and_then(|prepared| evaluate(runtime, sources, &prepared));
+            let (groups, error) = match outcome {
+                Ok(groups) => (groups, None),
+                Err(error) => (Vec::new(), Some(error.to_string())),
+            };
+            Report { resource: resource.name.clone(), handler: resource.handler.to_string(), groups, error }
+        })
+        .collect()
+}

@@ -1,0 +1,373 @@
+//! The handler runtime: one wasmtime engine, every handler compiled once and
+//! pre-instantiated, and a fresh capability-less sandbox for every call.
+//!
+//! A call runs under a memory cap (`StoreLimits`) and a time budget (epoch
+//! deadline armed by the [`watchdog`]). A handler that traps, runs out of its
+//! budget or returns something invalid yields an [`Error`] for its resource;
+//! nothing else is affected.
+
+pub mod bindings;
+pub mod builtin;
+mod cache;
+pub mod check;
+mod watchdog;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable, types::ComponentItem};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use bindings::{
+    CONTRACT_VERSION, DISCOVERY_EXPORT_PREFIX, DeviceGroup, GuestError, HandlerInfo, HandlerPre,
+    Requirements, Snapshot,
+};
+pub use cache::CacheError;
+use cache::ArtifactCache;
+
+/// What a call may use.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Linear memory a handler may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock time one call may take.
+    pub time_budget: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_bytes: 64 << 20, time_budget: Duration::from_secs(2) }
+    }
+}
+
+/// How much of a handler's stderr is kept to explain a trap (a panic message).
+const STDERR_CAPTURE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("handler {handler}: cannot load: {reason}")]
+    Load { handler: String, reason: String },
+    #[error(
+        "handler {handler}: built for contract devsieve:handler@{found}, but this agent speaks \
+         devsieve:handler@{CONTRACT_VERSION}; rebuild the handler against devsieve-sdk {CONTRACT_VERSION}"
+    )]
+    Contract { handler: String, found: String },
+    #[error("handler {handler}: exceeded its time budget of {budget:?} in `{call}`")]
+    Timeout { handler: String, call: &'static str, budget: Duration },
+    #[error("handler {handler}: exceeded its memory cap of {cap_mib} MiB in `{call}`")]
+    Memory { handler: String, call: &'static str, cap_mib: usize },
+    #[error("handler {handler}: trapped in `{call}`: {trap}{stderr}")]
+    Trap { handler: String, call: &'static str, trap: String, stderr: String },
+    #[error("handler {handler}: {error}")]
+    Rejected { handler: String, error: GuestError },
+    #[error("handler {handler}: returned an invalid result from `{call}`: {reason}")]
+    Invalid { handler: String, call: &'static str, reason: String },
+}
+
+impl Error {
+    /// A short stable name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Load { .. } => "load",
+            Error::Contract { .. } => "contract",
+            Error::Timeout { .. } => "timeout",
+            Error::Memory { .. } => "memory",
+            Error::Trap { .. } => "trap",
+            Error::Rejected { .. } => "rejected",
+            Error::Invalid { .. } => "invalid",
+        }
+    }
+}
+
+/// The state of one sandbox: WASI with nothing granted, limits, a deadline.
+struct Sandbox {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    deadline: Instant,
+}
+
+impl WasiView for Sandbox {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// A wall clock stuck at the epoch and a monotonic clock stuck at zero: the
+/// contract has no use for time, and a handler must not depend on it.
+struct FrozenClock;
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The engine, the linker and the compiled-artifact cache, shared by all handlers.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<Sandbox>,
+    cache: Option<ArtifactCache>,
+    watchdog: watchdog::Watchdog,
+    limits: Limits,
+}
+
+impl Runtime {
+    /// `cache_dir`: where compiled handlers are kept across restarts (none:
+    /// compile on every start).
+    pub fn new(cache_dir: Option<&Path>, limits: Limits) -> Result<Self, Error> {
+        let fail = |reason: String| Error::Load { handler: "(runtime)".into(), reason };
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| fail(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        // Guests built for wasm32-wasip2 import WASI's interfaces even when
+        // unused; link them, then grant nothing in `WasiCtx`.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| fail(format!("{e:#}")))?;
+        let cache = match cache_dir {
+            Some(dir) => match ArtifactCache::open(dir, &engine) {
+                Ok(cache) => Some(cache),
+                Err(error) => {
+                    tracing::warn!(%error, "compiled handlers will not be cached");
+                    None
+                }
+            },
+            None => None,
+        };
+        let watchdog = watchdog::Watchdog::start(engine.clone());
+        Ok(Runtime { engine, linker, cache, watchdog, limits })
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Compiles (or loads from the cache) and pre-instantiates a handler.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedHandler>, Error> {
+        let fail = |reason: String| Error::Load { handler: name.to_string(), reason };
+        let digest = format!("sha256:{:x}", Sha256::digest(bytes));
+        let digest_hex = &digest["sha256:".len()..];
+        let cached = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, digest_hex));
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                if !wasmparser_is_component(bytes) {
+                    return Err(fail(
+                        "not a WebAssembly component (build it for wasm32-wasip2, e.g. \
+                         `cargo build --target wasm32-wasip2 --release`)"
+                            .into(),
+                    ));
+                }
+                let component =
+                    Component::new(&self.engine, bytes).map_err(|e| fail(format!("{e:#}")))?;
+                if let Some(cache) = &self.cache {
+                    cache.store(digest_hex, &component);
+                }
+                component
+            }
+        };
+        self.check_contract(name, &component)?;
+        let instance_pre =
+            self.linker.instantiate_pre(&component).map_err(|e| fail(format!("{e:#}")))?;
+        let pre = HandlerPre::new(instance_pre).map_err(|e| fail(format!("{e:#}")))?;
+        let mut handler = LoadedHandler {
+            name: name.to_string(),
+            digest,
+            size: bytes.len(),
+            info: HandlerInfo { name: String::new(), version: String::new(), contract: String::new() },
+            pre,
+        };
+        handler.info = handler.call(self, "metadata", |bindings, store| {
+            bindings.devsieve_handler_discovery().call_metadata(store).map(Ok)
+        })?;
+        if handler.info.contract != CONTRACT_VERSION {
+            return Err(Error::Contract { handler: name.into(), found: handler.info.contract.clone() });
+        }
+        Ok(Arc::new(handler))
+    }
+
+    /// Refuses a component that exports another version of the contract, with
+    /// a message naming both versions (instantiation would only say "missing export").
+    fn check_contract(&self, name: &str, component: &Component) -> Result<(), Error> {
+        let ty = component.component_type();
+        let mut found = None;
+        for (export, item) in ty.exports(&self.engine) {
+            if let (Some(version), ComponentItem::ComponentInstance(_)) =
+                (export.strip_prefix(DISCOVERY_EXPORT_PREFIX), item.ty)
+            {
+                if version == CONTRACT_VERSION {
+                    return Ok(());
+                }
+                found = Some(version.to_string());
+            }
+        }
+        match found {
+            Some(found) => Err(Error::Contract { handler: name.into(), found }),
+            None => Err(Error::Load {
+                handler: name.into(),
+                reason: format!(
+                    "exports no `{DISCOVERY_EXPORT_PREFIX}{CONTRACT_VERSION}`: it is not a devsieve handler \
+                     (build it with devsieve-sdk and `export_handler!`)"
+                ),
+            }),
+        }
+    }
+
+    fn new_store(&self) -> (Store<Sandbox>, MemoryOutputPipe) {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        let mut wasi = WasiCtx::builder();
+        wasi.stderr(stderr.clone())
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .insecure_random_seed(0);
+        let sandbox = Sandbox {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .instances(16)
+                .tables(16)
+                .memories(4)
+                .trap_on_grow_failure(true)
+                .build(),
+            deadline: Instant::now() + self.limits.time_budget,
+        };
+        let mut store = Store::new(&self.engine, sandbox);
+        store.limiter(|sandbox| &mut sandbox.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|store| {
+            if Instant::now() >= store.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
+        });
+        (store, stderr)
+    }
+}
+
+/// Cheap check of the binary header: a component has layer 1 (a core module 0).
+fn wasmparser_is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [0x01, 0x00]
+}
+
+/// A handler ready to run: compiled, linked, and introduced by its metadata.
+pub struct LoadedHandler {
+    name: String,
+    digest: String,
+    size: usize,
+    info: HandlerInfo,
+    pre: HandlerPre<Sandbox>,
+}
+
+impl std::fmt::Debug for LoadedHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedHandler").field("name", &self.name).field("digest", &self.digest).finish()
+    }
+}
+
+impl LoadedHandler {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// `sha256:<hex>` of the component bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+    pub fn size(&self) -> usize {
+        self.size
+    }
+    pub fn info(&self) -> &HandlerInfo {
+        &self.info
+    }
+
+    /// Checks `config` and returns what to collect for it.
+    pub fn needs(&self, runtime: &Runtime, config: &str) -> Result<Requirements, Error> {
+        self.call(runtime, "needs", |bindings, store| {
+            bindings.devsieve_handler_discovery().call_needs(store, config)
+        })
+    }
+
+    /// One verdict per candidate of `snapshot`.
+    pub fn select(&self, runtime: &Runtime, config: &str, snapshot: &Snapshot) -> Result<Vec<bool>, Error> {
+        let verdicts = self.call(runtime, "select", |bindings, store| {
+            bindings.devsieve_handler_discovery().call_select(store, config, snapshot)
+        })?;
+        if verdicts.len() != snapshot.candidates.len() {
+            return Err(self.invalid(
+                "select",
+                format!("{} verdicts for {} candidates", verdicts.len(), snapshot.candidates.len()),
+            ));
+        }
+        Ok(verdicts)
+    }
+
+    /// Groups of the selected devices in `snapshot`, checked against it.
+    pub fn group(
+        &self,
+        runtime: &Runtime,
+        config: &str,
+        snapshot: &Snapshot,
+        allowed_roots: &[std::path::PathBuf],
+    ) -> Result<Vec<DeviceGroup>, Error> {
+        let groups = self.call(runtime, "group", |bindings, store| {
+            bindings.devsieve_handler_discovery().call_group(store, config, snapshot)
+        })?;
+        check::groups(snapshot, &groups, allowed_roots).map_err(|reason| self.invalid("group", reason))?;
+        Ok(groups)
+    }
+
+    fn invalid(&self, call: &'static str, reason: String) -> Error {
+        Error::Invalid { handler: self.name.clone(), call, reason }
+    }
+
+    /// Runs `f` in a fresh sandbox and turns every way it can fail into an [`Error`].
+    fn call<R>(
+        &self,
+        runtime: &Runtime,
+        call: &'static str,
+        f: impl FnOnce(&bindings::Handler, &mut Store<Sandbox>) -> wasmtime::Result<Result<R, GuestError>>,
+    ) -> Result<R, Error> {
+        let (mut store, stderr) = runtime.new_store();
+        let _armed = runtime.watchdog.arm(store.data().deadline);
+        let result = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|bindings| f(&bindings, &mut store));
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(Error::Rejected { handler: self.name.clone(), error }),
+            Err(error) => Err(self.classify(runtime, call, error, &stderr)),
+        }
+    }
+
+    fn classify(&self, runtime: &Runtime, call: &'static str, error: wasmtime::Error, stderr: &MemoryOutputPipe) -> Error {
+        let handler = self.name.clone();
+        if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+            return Error::Timeout { handler, call, budget: runtime.limits.time_budget };
+        }
+        // With trap_on_grow_failure the limiter's error is not a `Trap`:
+        // recognise it in the chain.
+        let chain = format!("{error:#}");
+        if chain.contains("memory") && (chain.contains("limit") || chain.contains("grow")) {
+            return Error::Memory { handler, call, cap_mib: runtime.limits.memory_bytes >> 20 };
+        }
+        let captured = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
+        let stderr = if captured.is_empty() { String::new() } else { format!("; handler stderr: {captured}") };
+        Error::Trap { handler, call, trap: chain, stderr }
+    }
+}

@@ -1,0 +1,115 @@
+//! Names the kubelet sees: extended resource names, validated as the kubelet
+//! and API server validate them, and device ids derived from what a handler
+//! says identifies a device.
+
+use sha2::{Digest, Sha256};
+
+/// The longest device id the agent hands the kubelet.
+pub const MAX_DEVICE_ID: usize = 63;
+
+/// `domain/name` for a configured `name` (which may already carry a domain).
+pub fn resource_name(domain: &str, name: &str) -> Result<String, String> {
+    let full = if name.contains('/') { name.to_string() } else { format!("{domain}/{name}") };
+    check_extended_resource_name(&full)?;
+    Ok(full)
+}
+
+/// What the kubelet requires of a device plugin's resource name
+/// (`IsExtendedResourceName`): a qualified name with a domain that is not
+/// Kubernetes' own, usable in quota as `requests.<name>`.
+pub fn check_extended_resource_name(full: &str) -> Result<(), String> {
+    let Some((prefix, name)) = full.split_once('/') else {
+        return Err(format!("{full:?} needs a domain: DOMAIN/NAME"));
+    };
+    check_domain(prefix)?;
+    if name.is_empty() || name.len() > 63 {
+        return Err(format!("{full:?}: the name after the domain must be 1 to 63 characters"));
+    }
+    let bytes = name.as_bytes();
+    let inner_ok = bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !inner_ok || !bytes[0].is_ascii_alphanumeric() || !bytes[bytes.len() - 1].is_ascii_alphanumeric() {
+        return Err(format!(
+            "{full:?}: the name after the domain may hold letters, digits, '-', '_' and '.', \
+             and must start and end with a letter or digit"
+        ));
+    }
+    if format!("requests.{prefix}").len() > 253 {
+        return Err(format!("{full:?}: the domain is too long to be used in a resource quota"));
+    }
+    Ok(())
+}
+
+/// A resource domain: a lowercase DNS subdomain that is not Kubernetes' own.
+pub fn check_domain(domain: &str) -> Result<(), String> {
+    let label_ok = |label: &str| {
+        let b = label.as_bytes();
+        !b.is_empty()
+            && b.len() <= 63
+            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    };
+    if domain.is_empty() || domain.len() > 253 || !domain.split('.').all(label_ok) {
+        return Err(format!("{domain:?} is not a valid domain (a lowercase DNS name such as devsieve.io)"));
+    }
+    if domain == "kubernetes.io" || domain.ends_with(".kubernetes.io") || domain == "k8s.io" || domain.ends_with(".k8s.io") {
+        return Err(format!("{domain:?} is reserved for Kubernetes' own resources"));
+    }
+    if domain.starts_with("requests.") {
+        return Err(format!("{domain:?} may not start with `requests.` (reserved for quota)"));
+    }
+    Ok(())
+}
+
+/// A kubelet device id for a handler's group id: the id itself when it is
+/// short and plain, otherwise its readable tail and a digest of the whole,
+/// so the same device always gets the same id.
+pub fn device_id(handler_id: &str) -> String {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.len() <= MAX_DEVICE_ID
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && s.as_bytes()[0].is_ascii_alphanumeric()
+    };
+    if plain(handler_id) {
+        return handler_id.to_string();
+    }
+    let digest = format!("{:x}", Sha256::digest(handler_id.as_bytes()));
+    let tail = handler_id.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+    let readable: String = tail
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
+        .collect();
+    let readable = readable.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    let keep = MAX_DEVICE_ID - 17;
+    let readable = &readable[..readable.len().min(keep)];
+    if readable.is_empty() { digest[..16].to_string() } else { format!("{readable}-{}", &digest[..16]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_names_follow_the_kubelet() {
+        assert_eq!(resource_name("devsieve.io", "printer").unwrap(), "devsieve.io/printer");
+        assert_eq!(resource_name("devsieve.io", "akri.sh/cam-1").unwrap(), "akri.sh/cam-1");
+        for bad in ["", "-x", "x-", "a b", "x".repeat(64).as_str(), "kubernetes.io/x", "Devsieve.IO/x", "a/b/c"] {
+            assert!(resource_name("devsieve.io", bad).is_err(), "{bad:?} must be refused");
+        }
+        assert!(check_domain("sub.kubernetes.io").is_err());
+        assert!(check_domain("requests.example.com").is_err());
+    }
+
+    #[test]
+    fn device_ids_are_stable_short_and_plain() {
+        assert_eq!(device_id("ttyUSB0"), "ttyUSB0");
+        let long = "/devices/pci0000:00/0000:00:14.0/usb3/3-3/3-3.4/3-3.4.1";
+        let id = device_id(long);
+        assert_eq!(id, device_id(long));
+        assert!(id.starts_with("3-3.4.1-") && id.len() <= MAX_DEVICE_ID, "{id}");
+        assert_ne!(device_id("/devices/a/3-3.4.1"), id, "same tail, other device");
+        let weird = device_id(&"é".repeat(100));
+        assert!(weird.len() <= MAX_DEVICE_ID && weird.bytes().all(|b| b.is_ascii()), "{weird}");
+    }
+}
