@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const GUESTS: &[&str] = &["udev-rule", "glob", "usb-id"];
+/// Components only the tests use (`tests/`); built in the same cargo run.
+const TEST_GUESTS: &[&str] = &["hostile-handler", "old-contract-handler"];
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "guest";
 
@@ -20,6 +22,9 @@ fn main() {
 
     println!("cargo:rerun-if-changed={}", root.join("guests").display());
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    for guest in TEST_GUESTS {
+        println!("cargo:rerun-if-changed={}", root.join("tests").join(guest).display());
+    }
     println!("cargo:rerun-if-env-changed=DEVSIEVE_GUESTS_TARGET_DIR");
     println!("cargo:rerun-if-env-changed=DEVSIEVE_PREBUILT_GUESTS");
 
@@ -32,6 +37,7 @@ fn main() {
             let file = format!("devsieve_{}.wasm", guest.replace('-', "_"));
             copy(&dir.join(&file), &out_dir.join(&file));
         }
+        println!("cargo:rustc-env=DEVSIEVE_TEST_GUESTS_DIR={}", dir.display());
         return;
     }
 
@@ -46,7 +52,7 @@ fn main() {
         .args(["build", "--locked", "--target", TARGET, "--profile", PROFILE])
         .arg("--target-dir")
         .arg(&target_dir);
-    for guest in GUESTS {
+    for guest in GUESTS.iter().chain(TEST_GUESTS) {
         command.args(["-p", &format!("devsieve-{guest}")]);
     }
     // Flags meant for the host build must not leak into the wasm build.
@@ -61,11 +67,12 @@ fn main() {
         );
     }
 
-    for guest in GUESTS {
+    for guest in GUESTS.iter().chain(TEST_GUESTS) {
         let file = format!("devsieve_{}.wasm", guest.replace('-', "_"));
         let built = target_dir.join(TARGET).join(PROFILE).join(&file);
         copy(&built, &out_dir.join(&file));
     }
+    println!("cargo:rustc-env=DEVSIEVE_TEST_GUESTS_DIR={}", out_dir.display());
 }
 
 fn copy(from: &Path, to: &Path) {

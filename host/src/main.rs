@@ -22,6 +22,12 @@ struct Cli {
     /// Do not cache compiled handlers.
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Time one handler call may take, in milliseconds.
+    #[arg(long, env = "DEVSIEVE_HANDLER_TIME_BUDGET_MS", default_value_t = 2000, global = true)]
+    handler_time_budget_ms: u64,
+    /// Memory one handler call may use, in MiB.
+    #[arg(long, env = "DEVSIEVE_HANDLER_MEMORY_MIB", default_value_t = 64, global = true)]
+    handler_memory_mib: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,7 +74,11 @@ fn main() -> ExitCode {
 
 fn runtime(cli: &Cli) -> anyhow::Result<Runtime> {
     let cache_dir = if cli.no_cache { None } else { cli.cache_dir.clone().or_else(default_cache_dir) };
-    Ok(Runtime::new(cache_dir.as_deref(), Limits::default())?)
+    let limits = Limits {
+        memory_bytes: cli.handler_memory_mib << 20,
+        time_budget: std::time::Duration::from_millis(cli.handler_time_budget_ms),
+    };
+    Ok(Runtime::new(cache_dir.as_deref(), limits)?)
 }
 
 /// `$XDG_CACHE_HOME/devsieve` or `~/.cache/devsieve`.

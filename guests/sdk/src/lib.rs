@@ -182,6 +182,8 @@ pub mod __private {
 macro_rules! export_handler {
     ($handler:ty) => {
         #[cfg(target_arch = "wasm32")]
+        // The generated ABI glue is the one place a handler needs `unsafe`.
+        #[allow(unsafe_code)]
         const _: () = {
             struct DevsieveExport;
             impl $crate::__private::Guest for DevsieveExport {

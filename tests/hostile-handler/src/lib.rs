@@ -1,0 +1,93 @@
+//! A handler that misbehaves the way its config says, to show the agent
+//! contains it: it loops, allocates without end, traps, or grants what it
+//! was not given.
+
+use devsieve_sdk::prelude::*;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub enum Misbehave {
+    /// Behave: select everything, default groups.
+    None,
+    /// Spin forever in `select`.
+    Loop,
+    /// Grow memory towards 1 GiB in `select`.
+    Allocate,
+    /// Panic in `select`.
+    Trap,
+    /// Grant /etc/shadow, which is no node of any device it was given.
+    Shadow,
+    /// Mount /etc into the container.
+    Mount,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    misbehave: Misbehave,
+    #[serde(default)]
+    paths: Vec<String>,
+}
+
+pub struct Hostile;
+
+impl Handler for Hostile {
+    const NAME: &'static str = "hostile";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    type Config = Config;
+
+    fn needs(config: &Config) -> Result<Requirements, HandlerError> {
+        Ok(Requirements::none().paths(config.paths.iter().cloned()))
+    }
+
+    fn select(config: &Config, _device: Device<'_>) -> bool {
+        match config.misbehave {
+            Misbehave::Loop => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            Misbehave::Allocate => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                for _ in 0..1024 {
+                    hoard.push(vec![1u8; 1 << 20]);
+                }
+                std::hint::black_box(&hoard);
+                true
+            }
+            Misbehave::Trap => panic!("hostile handler panics on purpose"),
+            _ => true,
+        }
+    }
+
+    fn group(config: &Config, selected: &[Device<'_>]) -> Result<Vec<DeviceGroup>, HandlerError> {
+        let mut groups: Vec<DeviceGroup> = selected.iter().filter_map(|d| d.single_group("rw")).collect();
+        match config.misbehave {
+            Misbehave::Shadow => groups.push(DeviceGroup {
+                id: "shadow".into(),
+                members: vec![],
+                device_nodes: vec![DeviceNode {
+                    host_path: "/etc/shadow".into(),
+                    container_path: None,
+                    permissions: "r".into(),
+                }],
+                mounts: vec![],
+                env: vec![],
+                share: 1,
+            }),
+            Misbehave::Mount => groups.push(DeviceGroup {
+                id: "etc".into(),
+                members: vec![],
+                device_nodes: vec![],
+                mounts: vec![Mount { host_path: "/etc".into(), container_path: "/host-etc".into(), read_only: true }],
+                env: vec![],
+                share: 1,
+            }),
+            _ => {}
+        }
+        Ok(groups)
+    }
+}
+
+export_handler!(Hostile);

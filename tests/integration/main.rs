@@ -1,0 +1,5 @@
+//! Integration tests: the real `devsieve` binary against real peers. One
+//! binary (cases are modules) keeps link time down.
+
+mod common;
+mod hostile;
