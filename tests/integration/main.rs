@@ -2,4 +2,6 @@
 //! binary (cases are modules) keeps link time down.
 
 mod common;
+mod examples;
 mod hostile;
+mod udev_cases;

@@ -1,20 +1,443 @@
-//! Placeholder: being written.
-use devsieve_sdk::prelude::*;
+//! The `usb-id` discovery handler: USB devices by vendor, product and serial.
+//!
+//! It speaks both configs users bring:
+//!
+//! ```yaml
+//! # squat/generic-device-plugin: hex strings
+//! usb:
+//!   - vendor: "1a86"
+//!     product: "7523"
+//! # usbip-device-plugin: YAML numbers (0x1050 arrives as 4176) or hex strings
+//! selector:
+//!   vendor: 0x1050
+//!   product: 0x0407
+//! ```
+//!
+//! plus `includeChildren` (also grant the tty/video/sound/hidraw nodes the
+//! device brings), `count` and `permissions`. Each matching `usb_device` with
+//! a device node becomes one group.
 
-#[derive(serde::Deserialize)]
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use devsieve_sdk::prelude::*;
+use serde::de::{self, Deserializer, Visitor};
+
+/// The handler's config.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// generic-device-plugin dialect: any of these devices (hex strings).
+    #[serde(default)]
+    pub usb: Option<Vec<UsbSpec>>,
+    /// usbip-device-plugin dialect: one device (numbers or hex strings).
+    #[serde(default)]
+    pub selector: Option<UsbSpec>,
+    /// Also grant the device nodes of the device's children (ttyUSB0,
+    /// hidraw3, video0, /dev/snd/pcmC1D0c, ...).
+    #[serde(default)]
+    pub include_children: bool,
+    /// How many containers may hold one device at once (default 1).
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Access to the granted nodes: any of `r`, `w`, `m` (default `rwm`).
+    #[serde(default)]
+    pub permissions: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {}
+pub struct UsbSpec {
+    pub vendor: IdValue,
+    pub product: IdValue,
+    #[serde(default)]
+    pub serial: Option<IdValue>,
+}
+
+/// A value as the config wrote it: YAML may have made an id a number.
+#[derive(Clone, Debug, PartialEq)]
+pub enum IdValue {
+    Text(String),
+    Integer(i128),
+    Float(f64),
+}
+
+impl<'de> serde::Deserialize<'de> for IdValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = IdValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a hex string like \"1a86\" or a number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<IdValue, E> {
+                Ok(IdValue::Text(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<IdValue, E> {
+                Ok(IdValue::Integer(v.into()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<IdValue, E> {
+                Ok(IdValue::Integer(v.into()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<IdValue, E> {
+                Ok(IdValue::Float(v))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// Which config a spec came from: the two read numbers differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dialect {
+    /// generic-device-plugin `usb:` — ids are hex strings only.
+    Gdp,
+    /// usbip-device-plugin `selector:` — numbers are values, strings are hex.
+    Usbip,
+}
+
+/// A resolved match rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    pub vendor: u16,
+    pub product: u16,
+    pub serial: Option<String>,
+}
+
+/// The config after validation.
+#[derive(Debug)]
+pub struct Checked {
+    pub wanted: Vec<Wanted>,
+    pub include_children: bool,
+    pub share: u32,
+    pub permissions: String,
+}
+
+/// Subsystems whose nodes a USB device commonly brings.
+pub const CHILD_SUBSYSTEMS: [&str; 5] = ["tty", "video4linux", "sound", "hidraw", "usbmisc"];
+const ATTRIBUTES: [&str; 7] = [
+    "idVendor",
+    "idProduct",
+    "serial",
+    "busnum",
+    "devnum",
+    "product",
+    "manufacturer",
+];
+const DEFAULT_PERMISSIONS: &str = "rwm";
+
+fn parse_hex(field: &str, text: &str) -> Result<u16, HandlerError> {
+    let digits = text.trim();
+    let digits = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+        .unwrap_or(digits);
+    if digits.is_empty() || digits.len() > 4 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(HandlerError::field(
+            field,
+            format!(
+                "`{text}` is not a 16-bit hex USB id: write 1 to 4 hex digits, with or without `0x` (e.g. \"1a86\")"
+            ),
+        ));
+    }
+    u16::from_str_radix(digits, 16).map_err(|e| HandlerError::field(field, e.to_string()))
+}
+
+fn resolve_id(field: &str, value: &IdValue, dialect: Dialect) -> Result<u16, HandlerError> {
+    match (value, dialect) {
+        (IdValue::Text(text), _) => parse_hex(field, text),
+        (IdValue::Integer(n), Dialect::Gdp) => {
+            let hint = match u16::try_from(*n) {
+                Ok(v) => format!(
+                    " If you wrote {n}, write \"{n}\"; if you wrote 0x{v:04x}, write \"{v:04x}\"."
+                ),
+                Err(_) => String::new(),
+            };
+            Err(HandlerError::field(
+                field,
+                format!(
+                    "USB ids under `usb:` are hex strings, but this is the number {n}: YAML reads an unquoted id as a \
+                     number (1209 as decimal 1209, 0x1209 as 4617), so it would match the wrong device. \
+                     Quote it.{hint}"
+                ),
+            ))
+        }
+        (IdValue::Integer(n), Dialect::Usbip) => u16::try_from(*n).map_err(|_| {
+            HandlerError::field(
+                field,
+                format!("{n} does not fit a 16-bit USB id (0 to 0xffff)"),
+            )
+        }),
+        (IdValue::Float(f), _) => Err(HandlerError::field(
+            field,
+            format!(
+                "{f} is not a USB id: write a hex string like \"1a86\" or an integer like 0x1a86"
+            ),
+        )),
+    }
+}
+
+fn resolve_serial(field: &str, value: &Option<IdValue>) -> Result<Option<String>, HandlerError> {
+    match value {
+        None => Ok(None),
+        Some(IdValue::Text(s)) if s.is_empty() => Ok(None),
+        Some(IdValue::Text(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(HandlerError::field(
+            field,
+            "a serial is text: quote it (YAML turned it into a number, which loses leading zeros)",
+        )),
+    }
+}
+
+fn resolve_spec(prefix: &str, spec: &UsbSpec, dialect: Dialect) -> Result<Wanted, HandlerError> {
+    Ok(Wanted {
+        vendor: resolve_id(&format!("{prefix}.vendor"), &spec.vendor, dialect)?,
+        product: resolve_id(&format!("{prefix}.product"), &spec.product, dialect)?,
+        serial: resolve_serial(&format!("{prefix}.serial"), &spec.serial)?,
+    })
+}
+
+/// Validates the config and resolves ids.
+pub fn check(config: &Config) -> Result<Checked, HandlerError> {
+    let wanted = match (&config.usb, &config.selector) {
+        (Some(_), Some(_)) => {
+            return Err(HandlerError::new(
+                "give either `usb` (generic-device-plugin style: a list of {vendor, product, serial}) or `selector` \
+                 (usbip-device-plugin style: one {vendor, product}), not both",
+            ));
+        }
+        (None, None) => {
+            return Err(HandlerError::new(
+                "say which devices to match: `usb: [{vendor: \"1a86\", product: \"7523\"}]` or \
+                 `selector: {vendor: 0x1a86, product: 0x7523}`",
+            ));
+        }
+        (Some(list), None) => {
+            if list.is_empty() {
+                return Err(HandlerError::field(
+                    "usb",
+                    "list at least one {vendor, product} to match",
+                ));
+            }
+            list.iter()
+                .enumerate()
+                .map(|(i, spec)| resolve_spec(&format!("usb[{i}]"), spec, Dialect::Gdp))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        (None, Some(spec)) => vec![resolve_spec("selector", spec, Dialect::Usbip)?],
+    };
+    let share = match config.count {
+        None => 1,
+        Some(0) => {
+            return Err(HandlerError::field(
+                "count",
+                "count must be at least 1 (omit it for 1)",
+            ));
+        }
+        Some(n) => n,
+    };
+    let permissions = match config.permissions.as_deref() {
+        None | Some("") => DEFAULT_PERMISSIONS.to_string(),
+        Some(given) => {
+            let mut seen = BTreeSet::new();
+            if let Some(bad) = given
+                .chars()
+                .find(|&c| !matches!(c, 'r' | 'w' | 'm') || !seen.insert(c))
+            {
+                return Err(HandlerError::field(
+                    "permissions",
+                    format!(
+                        "permissions are any of `r`, `w`, `m`, each at most once (e.g. `rw`); `{given}` has `{bad}`"
+                    ),
+                ));
+            }
+            given.to_string()
+        }
+    };
+    Ok(Checked {
+        wanted,
+        include_children: config.include_children,
+        share,
+        permissions,
+    })
+}
+
+fn hex_attribute(device: Device<'_>, name: &str) -> Option<u16> {
+    u16::from_str_radix(device.attribute(name)?.trim(), 16).ok()
+}
+
+/// The device's serial as sysfs gives it (trimmed), if it has a non-empty one.
+fn serial(device: Device<'_>) -> Option<&str> {
+    device
+        .attribute("serial")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// Is this a `usb_device` the config asks for?
+pub fn is_wanted_usb_device(checked: &Checked, device: Device<'_>) -> bool {
+    if device.subsystem() != "usb" || device.devtype() != Some("usb_device") {
+        return false;
+    }
+    let (Some(vendor), Some(product)) = (
+        hex_attribute(device, "idVendor"),
+        hex_attribute(device, "idProduct"),
+    ) else {
+        return false;
+    };
+    checked.wanted.iter().any(|w| {
+        w.vendor == vendor
+            && w.product == product
+            && w.serial
+                .as_deref()
+                .is_none_or(|s| serial(device) == Some(s))
+    })
+}
+
+/// The nearest strict ancestor that is a wanted `usb_device`.
+fn wanted_ancestor<'a>(checked: &Checked, device: Device<'a>) -> Option<Device<'a>> {
+    device
+        .self_and_ancestors()
+        .skip(1)
+        .find(|a| is_wanted_usb_device(checked, *a))
+}
 
 pub struct UsbId;
+
 impl Handler for UsbId {
     const NAME: &'static str = "usb-id";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     type Config = Config;
-    fn needs(_: &Config) -> Result<Requirements, HandlerError> {
-        Ok(Requirements::none())
+
+    fn needs(config: &Config) -> Result<Requirements, HandlerError> {
+        let checked = check(config)?;
+        let mut subsystems = vec!["usb"];
+        if checked.include_children {
+            subsystems.extend(CHILD_SUBSYSTEMS);
+        }
+        Ok(Requirements::udev(subsystems).attributes(ATTRIBUTES))
     }
-    fn select(_: &Config, _: Device<'_>) -> bool {
-        false
+
+    fn select(config: &Config, device: Device<'_>) -> bool {
+        let Ok(checked) = check(config) else {
+            return false;
+        };
+        is_wanted_usb_device(&checked, device)
+            || (checked.include_children
+                && device.devnode().is_some()
+                && wanted_ancestor(&checked, device).is_some())
+    }
+
+    fn group(config: &Config, selected: &[Device<'_>]) -> Result<Vec<DeviceGroup>, HandlerError> {
+        let checked = check(config)?;
+        // Each matching usb_device with the selected descendants it owns
+        // (a descendant belongs to its nearest matching usb_device).
+        let mut owned: BTreeMap<u32, (Device<'_>, Vec<Device<'_>>)> = BTreeMap::new();
+        for &device in selected {
+            if is_wanted_usb_device(&checked, device) {
+                owned.entry(device.index()).or_insert((device, Vec::new()));
+            }
+        }
+        if checked.include_children {
+            for &device in selected {
+                if is_wanted_usb_device(&checked, device) || device.devnode().is_none() {
+                    continue;
+                }
+                if let Some(root) = wanted_ancestor(&checked, device) {
+                    owned
+                        .entry(root.index())
+                        .or_insert((root, Vec::new()))
+                        .1
+                        .push(device);
+                }
+            }
+        }
+
+        let mut groups = Vec::new();
+        for (root, children) in owned.values() {
+            let Some(devnode) = root.devnode() else {
+                continue;
+            };
+            let mut members = vec![root.index()];
+            let mut child_nodes: Vec<(&str, u32)> = children
+                .iter()
+                .filter_map(|c| c.devnode().map(|n| (n, c.index())))
+                .collect();
+            child_nodes.sort();
+            child_nodes.dedup_by(|a, b| a.0 == b.0);
+            let mut paths = vec![devnode];
+            for (node, index) in &child_nodes {
+                members.push(*index);
+                if *node != devnode {
+                    paths.push(node);
+                }
+            }
+            let device_nodes = paths
+                .iter()
+                .map(|p| DeviceNode {
+                    host_path: p.to_string(),
+                    container_path: None,
+                    permissions: checked.permissions.clone(),
+                })
+                .collect();
+
+            let vendor = root
+                .attribute("idVendor")
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let product = root
+                .attribute("idProduct")
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let mut env = vec![
+                ("USB_BUSID".to_string(), root.kernel().to_string()),
+                ("USB_DEVNODE".to_string(), devnode.to_string()),
+                ("USB_PRODUCT_ID".to_string(), product.clone()),
+                ("USB_VENDOR_ID".to_string(), vendor.clone()),
+            ];
+            if let Some(serial) = serial(*root) {
+                env.push(("USB_SERIAL".to_string(), serial.to_string()));
+            }
+            if !child_nodes.is_empty() {
+                let list: Vec<&str> = child_nodes.iter().map(|(n, _)| *n).collect();
+                env.push(("USB_CHILD_DEVNODES".to_string(), list.join(" ")));
+            }
+            env.sort();
+            let id = match serial(*root) {
+                Some(serial) => format!("{vendor}:{product}:{serial}"),
+                None => root.devpath().to_string(),
+            };
+            let group = DeviceGroup {
+                id,
+                members,
+                device_nodes,
+                mounts: Vec::new(),
+                env,
+                share: checked.share,
+            };
+            groups.push((group, root.devpath()));
+        }
+
+        // Serials are not always unique (cheap clones share "0001"): devices
+        // whose vendor:product:serial collide are named by devpath instead.
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for (group, _) in &groups {
+            *seen.entry(group.id.clone()).or_default() += 1;
+        }
+        let mut groups: Vec<DeviceGroup> = groups
+            .into_iter()
+            .map(|(mut group, devpath)| {
+                if seen[&group.id] > 1 {
+                    group.id = devpath.to_string();
+                }
+                group
+            })
+            .collect();
+        groups.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(groups)
     }
 }
+
 export_handler!(UsbId);

@@ -62,10 +62,18 @@ pub enum Error {
     Memory { handler: String, call: &'static str, cap_mib: usize },
     #[error("handler {handler}: trapped in `{call}`: {trap}{stderr}")]
     Trap { handler: String, call: &'static str, trap: String, stderr: String },
-    #[error("handler {handler}: {error}")]
+    #[error("handler {handler}: {}", guest_message(.error))]
     Rejected { handler: String, error: GuestError },
     #[error("handler {handler}: returned an invalid result from `{call}`: {reason}")]
     Invalid { handler: String, call: &'static str, reason: String },
+}
+
+/// A guest's error as a person reads it: `field: message`.
+fn guest_message(error: &GuestError) -> String {
+    match &error.field {
+        Some(field) => format!("{field}: {}", error.message),
+        None => error.message.clone(),
+    }
 }
 
 impl Error {

@@ -1,0 +1,248 @@
+//! Shell-style path patterns with the semantics of Go's `filepath.Match`,
+//! which is what generic-device-plugin's globs mean:
+//!
+//! - `*` matches any run of characters except `/`;
+//! - `?` matches one character except `/`;
+//! - `[...]` matches one character (never `/`) from a class of single
+//!   characters and `lo-hi` ranges; `[^...]` negates it (`[!...]` too, as in
+//!   the shell, because the agent's path expansion reads it that way);
+//! - `\` escapes the next character.
+//!
+//! Everything else matches itself. A pattern must match the whole path.
+
+use std::fmt;
+
+/// A checked pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pattern {
+    tokens: Vec<Token>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Token {
+    Literal(char),
+    Any,
+    Star,
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
+}
+
+/// Why a pattern is malformed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatternError(String);
+
+impl fmt::Display for PatternError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Pattern {
+    pub fn parse(text: &str) -> Result<Self, PatternError> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut tokens = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            match chars[i] {
+                '*' => {
+                    // `**` means the same as `*` here.
+                    if tokens.last() != Some(&Token::Star) {
+                        tokens.push(Token::Star);
+                    }
+                    i += 1;
+                }
+                '?' => {
+                    tokens.push(Token::Any);
+                    i += 1;
+                }
+                '\\' => {
+                    let escaped = *chars.get(i + 1).ok_or_else(|| {
+                        PatternError("the pattern ends with an unfinished `\\` escape".into())
+                    })?;
+                    tokens.push(Token::Literal(escaped));
+                    i += 2;
+                }
+                '[' => {
+                    let (token, next) = parse_class(&chars, i)?;
+                    tokens.push(token);
+                    i = next;
+                }
+                c => {
+                    tokens.push(Token::Literal(c));
+                    i += 1;
+                }
+            }
+        }
+        Ok(Pattern { tokens })
+    }
+
+    /// Does `name` match the whole pattern?
+    pub fn matches(&self, name: &str) -> bool {
+        let name: Vec<char> = name.chars().collect();
+        let p = &self.tokens;
+        let (mut pi, mut ni) = (0usize, 0usize);
+        // The last `*` seen and the name position it currently stops at.
+        let mut star: Option<(usize, usize)> = None;
+        while ni < name.len() {
+            let c = name[ni];
+            let step = match p.get(pi) {
+                Some(Token::Star) => {
+                    star = Some((pi, ni));
+                    pi += 1;
+                    continue;
+                }
+                Some(Token::Any) => c != '/',
+                Some(Token::Literal(l)) => *l == c,
+                Some(Token::Class { negated, ranges }) => {
+                    c != '/' && (ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated)
+                }
+                None => false,
+            };
+            if step {
+                pi += 1;
+                ni += 1;
+                continue;
+            }
+            // Let the last star take one more character, unless that is a
+            // `/`. Extending an earlier star instead can never help: the
+            // earliest match of what follows a star is always the best one.
+            match star {
+                Some((sp, sn)) if name[sn] != '/' => {
+                    star = Some((sp, sn + 1));
+                    pi = sp + 1;
+                    ni = sn + 1;
+                }
+                _ => return false,
+            }
+        }
+        p[pi..].iter().all(|t| *t == Token::Star)
+    }
+
+    /// True if the pattern has no wildcards (it names one path).
+    pub fn is_literal(&self) -> bool {
+        self.tokens.iter().all(|t| matches!(t, Token::Literal(_)))
+    }
+}
+
+fn parse_class(chars: &[char], open: usize) -> Result<(Token, usize), PatternError> {
+    let unclosed = || PatternError("a `[` character class is not closed with `]`".into());
+    let mut i = open + 1;
+    let negated = matches!(chars.get(i), Some('^') | Some('!'));
+    if negated {
+        i += 1;
+    }
+    let mut ranges = Vec::new();
+    loop {
+        let c = *chars.get(i).ok_or_else(unclosed)?;
+        if c == ']' {
+            if ranges.is_empty() {
+                return Err(PatternError(
+                    "a `[]` character class must not be empty".into(),
+                ));
+            }
+            return Ok((Token::Class { negated, ranges }, i + 1));
+        }
+        let (lo, next) = class_char(chars, i)?;
+        i = next;
+        if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|&c| c != ']') {
+            let (hi, next) = class_char(chars, i + 1)?;
+            if hi < lo {
+                return Err(PatternError(format!(
+                    "the range `{lo}-{hi}` in a `[...]` class is reversed"
+                )));
+            }
+            ranges.push((lo, hi));
+            i = next;
+        } else {
+            ranges.push((lo, lo));
+        }
+    }
+}
+
+fn class_char(chars: &[char], i: usize) -> Result<(char, usize), PatternError> {
+    match chars.get(i) {
+        Some('\\') => chars
+            .get(i + 1)
+            .map(|&c| (c, i + 2))
+            .ok_or_else(|| PatternError("the pattern ends with an unfinished `\\` escape".into())),
+        Some('-') => Err(PatternError(
+            "a `-` in a `[...]` class must sit between two characters (escape it as `\\-`)".into(),
+        )),
+        Some(&c) => Ok((c, i + 1)),
+        None => Err(PatternError(
+            "a `[` character class is not closed with `]`".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pattern: &str, name: &str) -> bool {
+        Pattern::parse(pattern).unwrap().matches(name)
+    }
+
+    #[test]
+    fn literals_and_wildcards() {
+        assert!(m("/dev/fuse", "/dev/fuse"));
+        assert!(!m("/dev/fuse", "/dev/fuse0"));
+        assert!(!m("/dev/fuse0", "/dev/fuse"));
+        assert!(m("/dev/ttyUSB*", "/dev/ttyUSB0"));
+        assert!(m("/dev/ttyUSB*", "/dev/ttyUSB"));
+        assert!(m("/dev/ttyUSB?", "/dev/ttyUSB7"));
+        assert!(!m("/dev/ttyUSB?", "/dev/ttyUSB17"));
+        assert!(m("/dev/*/by-id/*", "/dev/serial/by-id/usb-1a86"));
+        assert!(m("*a*b", "aab"));
+        assert!(m("a*b*c", "axbybc"));
+        assert!(m("/dev/**", "/dev/x"));
+    }
+
+    #[test]
+    fn star_and_question_mark_do_not_cross_slashes() {
+        assert!(!m("/dev/*", "/dev/snd/pcmC0D0c"));
+        assert!(!m("/dev/snd?pcmC0D0c", "/dev/snd/pcmC0D0c"));
+        assert!(!m("/dev/*/x", "/dev/a/b/x"));
+        assert!(m("/dev/*/x", "/dev/a/x"));
+        assert!(!m("/dev/[/]x", "/dev//x"));
+    }
+
+    #[test]
+    fn classes() {
+        assert!(m("/dev/video[0-3]", "/dev/video2"));
+        assert!(!m("/dev/video[0-3]", "/dev/video4"));
+        assert!(m("/dev/tty[AU][CS]*", "/dev/ttyACM0"));
+        assert!(m("/dev/video[^0]", "/dev/video1"));
+        assert!(!m("/dev/video[^0]", "/dev/video0"));
+        assert!(m("/dev/video[!0]", "/dev/video1"));
+        assert!(m("/dev/a[\\]]", "/dev/a]"));
+    }
+
+    #[test]
+    fn escapes() {
+        assert!(m("/dev/a\\*", "/dev/a*"));
+        assert!(!m("/dev/a\\*", "/dev/ab"));
+    }
+
+    #[test]
+    fn malformed_patterns_are_errors() {
+        for bad in [
+            "/dev/video[0-",
+            "/dev/[]",
+            "/dev/x\\",
+            "/dev/[9-0]",
+            "/dev/[-a]",
+            "/dev/a[x-]",
+        ] {
+            assert!(Pattern::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn literal_detection() {
+        assert!(Pattern::parse("/dev/fuse").unwrap().is_literal());
+        assert!(!Pattern::parse("/dev/tty*").unwrap().is_literal());
+    }
+}
