@@ -1,25 +1,33 @@
-//! `devsieve bench`: full evaluations of synthetic device tables through each
-//! built-in handler, and the agent's memory with every built-in loaded. The
-//! figures go to BENCHMARKS.md; tests never assert timings.
+//! `devsieve bench`: the evaluation pipeline over synthetic device tables —
+//! a full evaluation of N candidates through each built-in handler, and one
+//! event among them — and the agent's memory with every built-in loaded.
+//! The figures go to BENCHMARKS.md; tests never assert timings.
 
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::handler::bindings::{Node, Origin, Snapshot};
+use crate::config::{HandlerRef, Resource};
+use crate::discover::Prepared;
+use crate::evaluate::{Action, ResourceEval, UdevEvent};
+use crate::handler::bindings::{Node, Origin, Requirements};
 use crate::handler::{Runtime, builtin};
-use crate::snapshot::{self, SnapshotBuilder};
+use crate::snapshot::DeviceTable;
+use crate::source::{DeviceSource, SourceError, Sources};
 
 #[derive(Debug, Serialize)]
 pub struct Figure {
     pub handler: &'static str,
     pub candidates: usize,
-    pub selected: usize,
     pub groups: usize,
-    /// select + group over the whole table, median of the runs.
+    /// Collect, select and group the whole table, median of the runs.
     pub full_evaluation_ms_p50: f64,
     pub full_evaluation_ms_max: f64,
-    pub select_ms_p50: f64,
+    /// A matching device appears among the others: median of the runs.
+    pub one_event_ms_p50: f64,
+    pub one_event_ms_max: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -32,7 +40,22 @@ pub struct Results {
     pub load_all_builtins_ms: f64,
 }
 
-fn node(devpath: String, subsystem: &str, parent: bool) -> Node {
+/// A source that serves a table the benchmark builds and changes.
+struct Synthetic(Arc<Mutex<DeviceTable>>);
+
+impl DeviceSource for Synthetic {
+    fn collect(&self, _: &Requirements, _: &[PathBuf], table: &mut DeviceTable) -> Result<(), SourceError> {
+        table.absorb(&self.0.lock().expect("bench table"));
+        Ok(())
+    }
+
+    fn reread(&self, syspath: &Path, _: &Requirements, _: bool) -> Option<DeviceTable> {
+        let devpath = syspath.strip_prefix("/sys").ok()?.to_string_lossy().into_owned();
+        self.0.lock().expect("bench table").chain(&format!("/{devpath}"))
+    }
+}
+
+fn node(devpath: String, subsystem: &str) -> Node {
     Node {
         origin: Origin::Udev,
         kernel: devpath.rsplit('/').next().unwrap_or_default().to_string(),
@@ -44,58 +67,60 @@ fn node(devpath: String, subsystem: &str, parent: bool) -> Node {
         properties: Vec::new(),
         attributes: Vec::new(),
         tags: Vec::new(),
-        parent: if parent { Some(0) } else { None },
+        parent: None,
         devpath,
     }
 }
 
-/// `count` tty devices, each under its own USB device behind one of 100 hubs;
-/// one USB device in 100 is a CH340 (1a86:7523).
-fn udev_table(count: usize) -> Snapshot {
-    let mut b = SnapshotBuilder::default();
-    for hub in 0..100 {
-        b.add(node(format!("/devices/pci0000:00/usb{hub}"), "usb", false), None, false);
-    }
+/// Device `i`: a USB device behind one of 100 hubs with a tty child; one in
+/// 100 is a CH340 (1a86:7523). Returns the usb and tty devpaths.
+fn add_usb_serial(table: &mut DeviceTable, i: usize, ch340: bool, candidates: &str) -> (String, String) {
+    let hub = format!("/devices/pci0000:00/usb{}", i % 100);
+    table.add(node(hub.clone(), "usb"), None, false);
+    let usb = format!("{hub}/{}-{}", i % 100, i);
+    let mut usb_node = node(usb.clone(), "usb");
+    usb_node.devtype = Some("usb_device".into());
+    let (vendor, product) = if ch340 { ("1a86", "7523") } else { ("0bda", "58c6") };
+    usb_node.attributes = vec![
+        ("busnum".into(), format!("{}", i % 100 + 1)),
+        ("devnum".into(), format!("{}", i % 127 + 1)),
+        ("idProduct".into(), product.into()),
+        ("idVendor".into(), vendor.into()),
+    ];
+    usb_node.devnode = Some(format!("/dev/bus/usb/{:03}/{:03}", i % 100 + 1, i % 127 + 1));
+    table.add(usb_node, Some(hub), candidates == "usb");
+    let tty = format!("{usb}/{}-{}:1.0/ttyUSB{i}/tty/ttyUSB{i}", i % 100, i);
+    let mut tty_node = node(tty.clone(), "tty");
+    tty_node.devnode = Some(format!("/dev/ttyUSB{i}"));
+    table.add(tty_node, Some(usb.clone()), candidates == "tty");
+    (usb, tty)
+}
+
+fn udev_table(count: usize, candidates: &str) -> DeviceTable {
+    let mut table = DeviceTable::default();
     for i in 0..count {
-        let hub = format!("/devices/pci0000:00/usb{}", i % 100);
-        let usb = format!("{hub}/{}-{}", i % 100, i);
-        let mut usb_node = node(usb.clone(), "usb", false);
-        usb_node.devtype = Some("usb_device".into());
-        let (vendor, product) = if i % 100 == 7 { ("1a86", "7523") } else { ("0bda", "58c6") };
-        usb_node.attributes = vec![("idProduct".into(), product.into()), ("idVendor".into(), vendor.into())];
-        usb_node.devnode = Some(format!("/dev/bus/usb/{:03}/{:03}", i % 100 + 1, i % 127 + 1));
-        b.add(usb_node, Some(hub), true);
-        let mut tty = node(format!("{usb}/{}-{}:1.0/ttyUSB{i}/tty/ttyUSB{i}", i % 100, i), "tty", false);
-        tty.devnode = Some(format!("/dev/ttyUSB{i}"));
-        b.add(tty, Some(usb), true);
+        add_usb_serial(&mut table, i, i % 100 == 7, candidates);
     }
-    let mut snapshot = b.finish();
-    // Keep `count` candidates: the tty devices (half of the table's candidates).
-    snapshot.candidates.retain(|&c| snapshot.nodes[c as usize].subsystem == "tty");
-    snapshot
+    table
 }
 
-fn path_table(count: usize) -> Snapshot {
-    let mut b = SnapshotBuilder::default();
+fn add_path(table: &mut DeviceTable, i: usize) {
+    let mut n = node(format!("/dev/bench/tty{i:05}"), "");
+    n.origin = Origin::Path;
+    n.devnode = Some(n.devpath.clone());
+    n.attributes = vec![("type".into(), "char".into())];
+    table.add(n, None, true);
+}
+
+fn path_table(count: usize) -> DeviceTable {
+    let mut table = DeviceTable::default();
     for i in 0..count {
-        let mut n = node(format!("/dev/bench/tty{i:05}"), "", false);
-        n.origin = Origin::Path;
-        n.devnode = Some(n.devpath.clone());
-        n.attributes = vec![("type".into(), "char".into())];
-        b.add(n, None, true);
+        add_path(&mut table, i);
     }
-    b.finish()
+    table
 }
 
-fn usb_table(count: usize) -> Snapshot {
-    let mut snapshot = udev_table(count);
-    snapshot.candidates = (0..snapshot.nodes.len() as u32)
-        .filter(|&i| snapshot.nodes[i as usize].subsystem == "usb" && snapshot.nodes[i as usize].devtype.is_some())
-        .collect();
-    snapshot
-}
-
-fn rss_kib() -> u64 {
+pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -110,6 +135,12 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Median and maximum.
+fn spread(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    (ms(samples[samples.len() / 2]), ms(samples[samples.len() - 1]))
+}
+
 /// Runs every scenario `runs` times over `count` candidates.
 pub fn run(runtime: &Runtime, count: usize, runs: usize) -> anyhow::Result<Results> {
     let started = Instant::now();
@@ -120,43 +151,71 @@ pub fn run(runtime: &Runtime, count: usize, runs: usize) -> anyhow::Result<Resul
     let load_all_builtins_ms = ms(started.elapsed());
     let rss_loaded_kib = rss_kib();
 
-    let scenarios: Vec<(&'static str, String, Snapshot)> = vec![
-        (
-            "udev-rule",
-            r#"{"udevRules":["SUBSYSTEM==\"tty\", ATTRS{idVendor}==\"1a86\", ATTRS{idProduct}==\"7523\""]}"#.into(),
-            udev_table(count),
-        ),
-        ("glob", r#"{"groups":[{"paths":[{"path":"/dev/bench/tty*"}]}]}"#.into(), path_table(count)),
-        ("usb-id", r#"{"usb":[{"vendor":"1a86","product":"7523"}],"includeChildren":false}"#.into(), usb_table(count)),
+    let scenarios: [(&'static str, &str, &str); 3] = [
+        ("udev-rule", r#"{"udevRules":["SUBSYSTEM==\"tty\", ATTRS{idVendor}==\"1a86\", ATTRS{idProduct}==\"7523\""]}"#, "tty"),
+        ("glob", r#"{"groups":[{"paths":[{"path":"/dev/bench/tty*"}]}]}"#, "path"),
+        ("usb-id", r#"{"usb":[{"vendor":"1a86","product":"7523"}],"includeChildren":false}"#, "usb"),
     ];
-    let roots = [std::path::PathBuf::from("/dev")];
     let mut figures = Vec::new();
-    for (name, config, table) in scenarios {
-        let handler = &handlers.iter().find(|(n, _)| *n == name).expect("built-in exists").1;
-        handler.needs(runtime, &config)?;
-        let mut full = Vec::with_capacity(runs);
-        let mut select_only = Vec::with_capacity(runs);
-        let (mut selected_count, mut group_count) = (0, 0);
-        for _ in 0..runs {
+    for (name, config, candidates) in scenarios {
+        let handler = handlers.iter().find(|(n, _)| *n == name).expect("built-in exists").1.clone();
+        let needs = handler.needs(runtime, config)?;
+        let prepared = || Prepared {
+            resource: Resource {
+                name: format!("devsieve.io/bench-{name}"),
+                handler: HandlerRef::Builtin(name.into()),
+                allowed_roots: vec![PathBuf::from("/dev")],
+                handler_config: config.into(),
+                cdi: false,
+            },
+            handler: handler.clone(),
+            needs: needs.clone(),
+        };
+        let fresh = || if candidates == "path" { path_table(count) } else { udev_table(count, candidates) };
+        let table = Arc::new(Mutex::new(fresh()));
+        let sources = Sources::new(vec![Box::new(Synthetic(table.clone()))]);
+
+        let (mut full, mut one) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+        let mut groups = 0;
+        for run in 0..runs {
+            *table.lock().expect("bench table") = fresh();
+            let mut eval = ResourceEval::new(prepared());
             let start = Instant::now();
-            let verdicts = handler.select(runtime, &config, &table)?;
-            select_only.push(start.elapsed());
-            let selected = snapshot::selected(&table, &verdicts);
-            let groups = handler.group(runtime, &config, &selected, &roots)?;
+            let evaluation = eval.rescan(runtime, &sources).expect("a first evaluation asks the handler");
             full.push(start.elapsed());
-            selected_count = selected.candidates.len();
-            group_count = groups.len();
+            groups = evaluation.outcome?.len();
+
+            // One new matching device among the others.
+            let i = count + run;
+            let start = Instant::now();
+            let evaluation = if candidates == "path" {
+                add_path(&mut table.lock().expect("bench table"), i);
+                eval.rescan(runtime, &sources)
+            } else {
+                let (usb, tty) = add_usb_serial(&mut table.lock().expect("bench table"), i, true, candidates);
+                let (devpath, subsystem) = if candidates == "usb" { (usb, "usb") } else { (tty, "tty") };
+                let event = UdevEvent {
+                    action: Action::Add,
+                    syspath: PathBuf::from(format!("/sys{devpath}")),
+                    devpath,
+                    subsystem: subsystem.into(),
+                };
+                eval.on_udev(runtime, &sources, &event)
+            };
+            one.push(start.elapsed());
+            let after = evaluation.expect("a new matching device asks the handler").outcome?.len();
+            anyhow::ensure!(after == groups + 1, "{name}: the new device was not found ({after} groups, {groups} before)");
         }
-        full.sort();
-        select_only.sort();
+        let (full_p50, full_max) = spread(full);
+        let (one_p50, one_max) = spread(one);
         figures.push(Figure {
             handler: name,
-            candidates: table.candidates.len(),
-            selected: selected_count,
-            groups: group_count,
-            full_evaluation_ms_p50: ms(full[runs / 2]),
-            full_evaluation_ms_max: ms(full[runs - 1]),
-            select_ms_p50: ms(select_only[runs / 2]),
+            candidates: count,
+            groups,
+            full_evaluation_ms_p50: full_p50,
+            full_evaluation_ms_max: full_max,
+            one_event_ms_p50: one_p50,
+            one_event_ms_max: one_max,
         });
     }
     Ok(Results { figures, rss_loaded_kib, rss_after_kib: rss_kib(), load_all_builtins_ms })

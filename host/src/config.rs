@@ -50,6 +50,8 @@ struct RawResource {
     allowed_roots: Option<Vec<PathBuf>>,
     #[serde(default = "empty_object")]
     config: serde_json::Value,
+    #[serde(default)]
+    cdi: bool,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -72,7 +74,7 @@ impl std::fmt::Display for HandlerRef {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Resource {
     /// `domain/name`, valid as a kubelet extended resource name.
     pub name: String,
@@ -81,6 +83,8 @@ pub struct Resource {
     pub allowed_roots: Vec<PathBuf>,
     /// The handler's config as JSON text, as the handler receives it.
     pub handler_config: String,
+    /// Give containers CDI device names (and keep a CDI spec) instead of device nodes.
+    pub cdi: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -146,6 +150,7 @@ impl Config {
                 handler,
                 allowed_roots,
                 handler_config: raw.config.to_string(),
+                cdi: raw.cdi,
             });
         }
         Ok(Config { file: file.to_path_buf(), domain, resources })

@@ -12,7 +12,7 @@ use crate::config::{Config, HandlerRef, Resource};
 use crate::handler::bindings::{DeviceGroup, Requirements};
 use crate::handler::{self, LoadedHandler, Runtime, builtin};
 use crate::names;
-use crate::snapshot;
+use crate::evaluate::ResourceEval;
 use crate::source::{SourceError, Sources};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,28 +32,30 @@ pub struct Prepared {
     pub needs: Requirements,
 }
 
+/// Handlers loaded so far, by reference: each distinct handler is loaded once.
+pub type Loaded = HashMap<HandlerRef, Arc<LoadedHandler>>;
+
 /// Loads each resource's handler (once per distinct handler) and checks the
 /// resource's config with it. One bad resource does not stop the others.
 pub fn prepare(runtime: &Runtime, config: &Config) -> Vec<Result<Prepared, ResourceError>> {
-    let mut loaded: HashMap<HandlerRef, Arc<LoadedHandler>> = HashMap::new();
-    config
-        .resources
-        .iter()
-        .map(|resource| {
-            let handler = match loaded.get(&resource.handler) {
-                Some(handler) => handler.clone(),
-                None => {
-                    let handler = load(runtime, resource)?;
-                    loaded.insert(resource.handler.clone(), handler.clone());
-                    handler
-                }
-            };
-            let needs = handler
-                .needs(runtime, &resource.handler_config)
-                .map_err(|error| ResourceError::Handler { resource: resource.name.clone(), error })?;
-            Ok(Prepared { resource: resource.clone(), handler, needs })
-        })
-        .collect()
+    let mut loaded = Loaded::new();
+    config.resources.iter().map(|resource| prepare_one(runtime, resource, &mut loaded)).collect()
+}
+
+/// Loads `resource`'s handler (reusing one in `loaded`) and asks it what to collect.
+pub fn prepare_one(runtime: &Runtime, resource: &Resource, loaded: &mut Loaded) -> Result<Prepared, ResourceError> {
+    let handler = match loaded.get(&resource.handler) {
+        Some(handler) => handler.clone(),
+        None => {
+            let handler = load(runtime, resource)?;
+            loaded.insert(resource.handler.clone(), handler.clone());
+            handler
+        }
+    };
+    let needs = handler
+        .needs(runtime, &resource.handler_config)
+        .map_err(|error| ResourceError::Handler { resource: resource.name.clone(), error })?;
+    Ok(Prepared { resource: resource.clone(), handler, needs })
 }
 
 fn load(runtime: &Runtime, resource: &Resource) -> Result<Arc<LoadedHandler>, ResourceError> {
@@ -98,25 +100,8 @@ pub struct GrantedMount {
     pub read_only: bool,
 }
 
-/// Collects, selects and groups the devices of one prepared resource.
-pub fn evaluate(runtime: &Runtime, sources: &Sources, prepared: &Prepared) -> Result<Vec<Advertised>, ResourceError> {
-    let resource = &prepared.resource;
-    let handler_error = |error| ResourceError::Handler { resource: resource.name.clone(), error };
-    let snapshot = sources
-        .snapshot(&prepared.needs, &resource.allowed_roots)
-        .map_err(|error| ResourceError::Source { resource: resource.name.clone(), error })?;
-    let verdicts = prepared.handler.select(runtime, &resource.handler_config, &snapshot).map_err(handler_error)?;
-    let selected = snapshot::selected(&snapshot, &verdicts);
-    let groups = prepared
-        .handler
-        .group(runtime, &resource.handler_config, &selected, &resource.allowed_roots)
-        .map_err(handler_error)?;
-    let mut advertised: Vec<Advertised> = groups.into_iter().map(|group| advertise(&selected, group)).collect();
-    advertised.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(advertised)
-}
-
-fn advertise(snapshot: &crate::handler::bindings::Snapshot, group: DeviceGroup) -> Advertised {
+/// The group as the kubelet will see it; `snapshot` is the one `group` was given.
+pub fn advertise(snapshot: &crate::handler::bindings::Snapshot, group: DeviceGroup) -> Advertised {
     Advertised {
         id: names::device_id(&group.id),
         members: group.members.iter().map(|&m| snapshot.nodes[m as usize].devpath.clone()).collect(),
@@ -156,7 +141,10 @@ pub fn discover(runtime: &Runtime, sources: &Sources, config: &Config) -> Vec<Re
         .into_iter()
         .zip(&config.resources)
         .map(|(prepared, resource)| {
-            let outcome = prepared.and_then(|prepared| evaluate(runtime, sources, &prepared));
+            let outcome = prepared.and_then(|prepared| {
+                let mut resource = ResourceEval::new(prepared);
+                resource.rescan(runtime, sources).map_or(Ok(Vec::new()), |evaluation| evaluation.outcome)
+            });
             let (groups, error) = match outcome {
                 Ok(groups) => (groups, None),
                 Err(error) => (Vec::new(), Some(error.to_string())),

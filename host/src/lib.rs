@@ -2,15 +2,24 @@
 //! through sandboxed WebAssembly discovery handlers and advertises the groups
 //! they match to the kubelet.
 //!
-//! Data flows one way: [`source`] → [`handler`] → (registry → kubelet
-//! advertiser). Each stage owns its state and hands immutable snapshots on;
-//! only the binary's wiring knows all stages.
+//! Data flows one way: [`source`] → [`evaluator`] (running [`handler`]s) →
+//! [`registry`] → [`kubelet`] advertiser. Each stage owns its state and
+//! hands immutable snapshots on; only [`agent`], the wiring of `devsieve
+//! run`, knows all stages.
 
+pub mod agent;
 pub mod bench;
 pub mod config;
 pub mod discover;
+pub mod evaluate;
+pub mod evaluator;
 pub mod handler;
+pub mod kubelet;
+pub mod metrics;
 pub mod names;
+pub mod ops;
 pub mod output;
+pub mod registry;
 pub mod snapshot;
 pub mod source;
+pub mod status;

@@ -8,14 +8,18 @@ use clap::{Parser, Subcommand};
 
 use devsieve::config::Config;
 use devsieve::handler::{Limits, Runtime};
-use devsieve::{bench, discover, output, source::Sources};
+use devsieve::agent::{self, AgentOptions};
+use devsieve::evaluator::Coalescing;
+use devsieve::{bench, discover, output, source::Sources, status};
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "devsieve", version, about = "Give Kubernetes pods the devices of the node they run on")]
 struct Cli {
-    /// Log filter (tracing syntax: `info`, `devsieve=debug`, ...).
-    #[arg(long, env = "DEVSIEVE_LOG", default_value = "warn", global = true)]
-    log: String,
+    /// Log filter (tracing syntax: `info`, `devsieve=debug`, ...); default
+    /// `info` for `run`, `warn` otherwise.
+    #[arg(long, env = "DEVSIEVE_LOG", global = true)]
+    log: Option<String>,
     /// Where compiled handlers are cached across restarts.
     #[arg(long, env = "DEVSIEVE_CACHE_DIR", global = true)]
     cache_dir: Option<PathBuf>,
@@ -47,6 +51,38 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the node agent: serve every resource to the kubelet until SIGTERM.
+    Run {
+        #[arg(long, short, env = "DEVSIEVE_CONFIG")]
+        config: PathBuf,
+        /// The kubelet's device-plugin directory.
+        #[arg(long, env = "DEVSIEVE_PLUGIN_DIR", default_value = "/var/lib/kubelet/device-plugins")]
+        plugin_dir: PathBuf,
+        /// Where CDI specs are written for resources with `cdi: true`.
+        #[arg(long, env = "DEVSIEVE_CDI_DIR", default_value = "/var/run/cdi")]
+        cdi_dir: PathBuf,
+        /// Address of /healthz, /readyz, /metrics and /status.
+        #[arg(long, env = "DEVSIEVE_LISTEN", default_value = DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// How long a device that went away stays listed, unhealthy (`30s`, `500ms`, `2m`).
+        #[arg(long, env = "DEVSIEVE_GRACE_PERIOD", default_value = "30s", value_parser = parse_duration)]
+        grace_period: Duration,
+        /// udev and file events less than this apart are evaluated together.
+        #[arg(long, default_value = "3ms", value_parser = parse_duration)]
+        event_settle: Duration,
+        /// How long one Register call may take.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        register_timeout: Duration,
+    },
+    /// Show the running agent's resources, device health and last evaluations.
+    Status {
+        /// The agent's --listen address.
+        #[arg(long, env = "DEVSIEVE_LISTEN", default_value = DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// Print the JSON the agent serves on /status.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure full evaluations of synthetic devices through every built-in handler.
     Bench {
         /// Candidates per evaluation.
@@ -57,10 +93,29 @@ enum Command {
     },
 }
 
+const DEFAULT_LISTEN: &str = "127.0.0.1:9470";
+
+/// `30s`, `500ms`, `2m`, `1h`; a bare number is seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration such as 30s or 500ms"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_log = if matches!(cli.command, Command::Run { .. }) { "info" } else { "warn" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(cli.log.as_deref().unwrap_or(default_log)))
         .with_writer(std::io::stderr)
         .init();
     match run(cli) {
@@ -113,6 +168,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}: ok ({} resources)", config.file.display(), config.resources.len());
             }
             Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Run { config, plugin_dir, cdi_dir, listen, grace_period, event_settle, register_timeout } => {
+            let options = AgentOptions {
+                config_file: config.clone(),
+                plugin_dir: plugin_dir.clone(),
+                cdi_dir: cdi_dir.clone(),
+                listen: *listen,
+                grace: *grace_period,
+                coalescing: Coalescing { settle: *event_settle, ..Coalescing::default() },
+                register_timeout: *register_timeout,
+            };
+            agent::run(options, runtime(&cli)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { listen, json } => {
+            let report = status::fetch(*listen)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", devsieve::ops::format_report(&report, std::time::SystemTime::now()));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench { devices, runs } => {
             let runtime = runtime(&cli)?;

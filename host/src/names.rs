@@ -65,9 +65,24 @@ pub fn check_domain(domain: &str) -> Result<(), String> {
 /// short and plain, otherwise its readable tail and a digest of the whole,
 /// so the same device always gets the same id.
 pub fn device_id(handler_id: &str) -> String {
+    device_id_within(handler_id, MAX_DEVICE_ID)
+}
+
+/// The kubelet id of share unit `unit` (0-based) of a group shared `share`
+/// times: the group's id when it is not shared, else `<id>-<unit>`, with the
+/// id shortened so the whole still fits in [`MAX_DEVICE_ID`].
+pub fn unit_id(handler_id: &str, unit: u32, share: u32) -> String {
+    if share <= 1 {
+        return device_id(handler_id);
+    }
+    let suffix = format!("-{unit}");
+    format!("{}{suffix}", device_id_within(handler_id, MAX_DEVICE_ID - suffix.len()))
+}
+
+fn device_id_within(handler_id: &str, max: usize) -> String {
     let plain = |s: &str| {
         !s.is_empty()
-            && s.len() <= MAX_DEVICE_ID
+            && s.len() <= max
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
             && s.as_bytes()[0].is_ascii_alphanumeric()
     };
@@ -81,7 +96,7 @@ pub fn device_id(handler_id: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
         .collect();
     let readable = readable.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-    let keep = MAX_DEVICE_ID - 17;
+    let keep = max - 17;
     let readable = &readable[..readable.len().min(keep)];
     if readable.is_empty() { digest[..16].to_string() } else { format!("{readable}-{}", &digest[..16]) }
 }
@@ -111,5 +126,17 @@ mod tests {
         assert_ne!(device_id("/devices/a/3-3.4.1"), id, "same tail, other device");
         let weird = device_id(&"é".repeat(100));
         assert!(weird.len() <= MAX_DEVICE_ID && weird.bytes().all(|b| b.is_ascii()), "{weird}");
+    }
+
+    #[test]
+    fn shared_units_get_distinct_ids_that_fit() {
+        assert_eq!(unit_id("dev-null", 0, 1), "dev-null");
+        assert_eq!(unit_id("dev-null", 3, 10), "dev-null-3");
+        let long = "x".repeat(63);
+        assert_eq!(unit_id(&long, 0, 1), long, "an unshared 63-character id is kept");
+        let ids: std::collections::HashSet<String> = (0..10_000).map(|u| unit_id(&long, u, 10_000)).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(ids.iter().all(|id| id.len() <= MAX_DEVICE_ID), "every unit id fits");
+        assert_eq!(unit_id(&long, 9_999, 10_000), unit_id(&long, 9_999, 10_000));
     }
 }

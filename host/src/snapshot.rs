@@ -1,132 +1,234 @@
-//! Building the immutable snapshots handed to handlers: a table of nodes in
-//! which every device appears once, parents come after their children (the
-//! contract's rule, which makes cycles impossible), and candidates are named
-//! by index.
+//! The devices a resource's sources found, kept between evaluations, and the
+//! immutable snapshots cut from them for a handler.
+//!
+//! A [`DeviceTable`] holds every collected device once, keyed by devpath,
+//! with a link to its parent and whether it is a candidate (the rest are
+//! ancestors, there for parent matching). Sources add to it; events update
+//! it in place and say which devpaths changed, so the evaluator re-asks the
+//! handler about those candidates only. A [`Snapshot`] for the handler holds
+//! the requested candidates and their ancestors, parents after their
+//! children (the contract's rule, which makes cycles impossible).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::handler::bindings::{Node, Snapshot};
 
-/// Collects nodes by devpath; `finish` orders and links them.
-#[derive(Default)]
-pub struct SnapshotBuilder {
-    nodes: Vec<Node>,
-    parents: Vec<Option<String>>,
-    candidate: Vec<bool>,
-    by_devpath: HashMap<String, usize>,
+#[derive(Clone, Debug, PartialEq)]
+struct Entry {
+    /// The node as a handler sees it (its `parent` index is set per snapshot).
+    node: Node,
+    parent: Option<String>,
+    candidate: bool,
 }
 
-impl SnapshotBuilder {
-    pub fn contains(&self, devpath: &str) -> bool {
-        self.by_devpath.contains_key(devpath)
+/// What an update did to a table.
+#[derive(Debug, Default, PartialEq)]
+pub struct Changes {
+    /// Devpaths added or whose record changed.
+    pub changed: Vec<String>,
+    /// Devpaths no longer in the table.
+    pub removed: Vec<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.removed.is_empty()
     }
 
-    /// Adds `node` (its `parent` field is ignored; `parent_devpath` links it).
-    /// A node added twice keeps its first record; being a candidate sticks.
+    /// Both changes, as one (for events coalesced into one evaluation).
+    pub fn extend(&mut self, other: Changes) {
+        self.changed.extend(other.changed);
+        self.removed.extend(other.removed);
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DeviceTable {
+    entries: HashMap<String, Entry>,
+    /// Candidate devpaths in order: snapshots list candidates in devpath
+    /// order, and a device's descendants are a contiguous range.
+    candidates: BTreeSet<String>,
+}
+
+impl DeviceTable {
+    pub fn contains(&self, devpath: &str) -> bool {
+        self.entries.contains_key(devpath)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn candidates(&self) -> impl Iterator<Item = &str> {
+        self.candidates.iter().map(String::as_str)
+    }
+
+    pub fn is_candidate(&self, devpath: &str) -> bool {
+        self.candidates.contains(devpath)
+    }
+
+    /// Adds `node` (its `parent` field is ignored; `parent_devpath` links it)
+    /// while collecting. A node added twice keeps its first record; being a
+    /// candidate sticks.
     pub fn add(&mut self, node: Node, parent_devpath: Option<String>, candidate: bool) {
-        if let Some(&index) = self.by_devpath.get(&node.devpath) {
-            self.candidate[index] |= candidate;
+        if let Some(entry) = self.entries.get_mut(&node.devpath) {
+            if candidate && !entry.candidate {
+                entry.candidate = true;
+                self.candidates.insert(node.devpath);
+            }
             return;
         }
-        self.by_devpath.insert(node.devpath.clone(), self.nodes.len());
-        self.nodes.push(node);
-        self.parents.push(parent_devpath);
-        self.candidate.push(candidate);
+        if candidate {
+            self.candidates.insert(node.devpath.clone());
+        }
+        self.entries.insert(node.devpath.clone(), Entry { node, parent: parent_devpath, candidate });
     }
 
-    pub fn finish(self) -> Snapshot {
-        let SnapshotBuilder { nodes, parents, candidate, by_devpath } = self;
-        let len = nodes.len();
-        let parent_of: Vec<Option<usize>> =
-            parents.iter().map(|p| p.as_ref().and_then(|p| by_devpath.get(p).copied())).collect();
-        let depth = depths(&parent_of);
-        // Deepest first: a parent is always shallower, hence later.
-        let mut order: Vec<usize> = (0..len).collect();
-        order.sort_by(|&a, &b| depth[b].cmp(&depth[a]).then_with(|| nodes[a].devpath.cmp(&nodes[b].devpath)));
-        let mut position = vec![0u32; len];
-        for (pos, &old) in order.iter().enumerate() {
-            position[old] = pos as u32;
-        }
-        let mut slots: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
-        let mut sorted = Vec::with_capacity(len);
-        for &old in &order {
-            let mut node = slots[old].take().expect("each node is moved once");
-            node.parent = parent_of[old].map(|p| position[p]);
-            sorted.push(node);
-        }
-        let mut candidates: Vec<u32> = (0..len).filter(|&i| candidate[i]).map(|i| position[i]).collect();
-        // Candidates in devpath order: stable output whatever the scan order.
-        candidates.sort_by(|&a, &b| sorted[a as usize].devpath.cmp(&sorted[b as usize].devpath));
-        Snapshot { nodes: sorted, candidates }
-    }
-}
-
-/// Depth of every node (0 for a root). Parent links come from devpaths and
-/// cannot form a cycle in sysfs, but a bad source must not hang the agent:
-/// a walk longer than the table breaks the link.
-fn depths(parent_of: &[Option<usize>]) -> Vec<usize> {
-    let mut depth = vec![usize::MAX; parent_of.len()];
-    for start in 0..parent_of.len() {
-        let mut chain = vec![start];
-        let mut at = start;
-        while depth[at] == usize::MAX {
-            match parent_of[at] {
-                Some(parent) if chain.len() <= parent_of.len() => {
-                    chain.push(parent);
-                    at = parent;
-                }
-                _ => {
-                    depth[at] = 0;
-                    chain.pop();
-                    break;
-                }
-            }
-        }
-        let mut d = depth[at];
-        for &node in chain.iter().rev() {
-            if depth[node] == usize::MAX {
-                d += 1;
-                depth[node] = d;
-            } else {
-                d = depth[node];
-            }
+    /// Adds every record of `other`, as [`add`](Self::add) would.
+    pub fn absorb(&mut self, other: &DeviceTable) {
+        for entry in other.entries.values() {
+            self.add(entry.node.clone(), entry.parent.clone(), entry.candidate);
         }
     }
-    depth
-}
 
-/// The part of `snapshot` a `group` call needs: the selected candidates and
-/// their ancestors, re-indexed (order preserved, so parents stay later).
-pub fn selected(snapshot: &Snapshot, verdicts: &[bool]) -> Snapshot {
-    let mut keep = vec![false; snapshot.nodes.len()];
-    for (&candidate, _) in snapshot.candidates.iter().zip(verdicts).filter(|(_, v)| **v) {
-        let mut at = Some(candidate);
-        while let Some(index) = at {
-            if std::mem::replace(&mut keep[index as usize], true) {
+    /// `devpath`'s record and its ancestors', as a table of their own.
+    pub fn chain(&self, devpath: &str) -> Option<DeviceTable> {
+        let mut chain = DeviceTable::default();
+        let mut at = Some(devpath);
+        while let Some(path) = at {
+            let Some(entry) = self.entries.get(path) else { break };
+            if chain.contains(path) {
                 break;
             }
-            at = snapshot.nodes[index as usize].parent;
+            chain.add(entry.node.clone(), entry.parent.clone(), entry.candidate);
+            at = entry.parent.as_deref();
         }
+        (!chain.is_empty()).then_some(chain)
     }
-    let mut position = vec![u32::MAX; snapshot.nodes.len()];
-    let mut nodes = Vec::new();
-    for (index, node) in snapshot.nodes.iter().enumerate() {
-        if keep[index] {
-            position[index] = nodes.len() as u32;
-            nodes.push(node.clone());
+
+    /// Takes every record of `update` (newly read devices), replacing older
+    /// records of the same devpaths. A candidate stays a candidate.
+    pub fn merge(&mut self, update: DeviceTable) -> Changes {
+        let mut changes = Changes::default();
+        for (devpath, mut entry) in update.entries {
+            match self.entries.get_mut(&devpath) {
+                Some(old) => {
+                    entry.candidate |= old.candidate;
+                    if *old != entry {
+                        *old = entry;
+                        changes.changed.push(devpath.clone());
+                    }
+                }
+                None => {
+                    changes.changed.push(devpath.clone());
+                    self.entries.insert(devpath.clone(), entry);
+                }
+            }
+            if self.entries[&devpath].candidate {
+                self.candidates.insert(devpath);
+            }
         }
+        changes.changed.sort();
+        changes
     }
-    for node in &mut nodes {
-        node.parent = node.parent.map(|p| position[p as usize]);
+
+    /// Becomes `new` (a full re-collection) and says what differs.
+    pub fn replace(&mut self, new: DeviceTable) -> Changes {
+        let mut removed: Vec<String> =
+            self.entries.keys().filter(|devpath| !new.entries.contains_key(*devpath)).cloned().collect();
+        removed.sort();
+        let mut changed: Vec<String> = new
+            .entries
+            .iter()
+            .filter(|(devpath, entry)| self.entries.get(*devpath) != Some(entry))
+            .map(|(devpath, _)| devpath.clone())
+            .collect();
+        changed.sort();
+        *self = new;
+        Changes { changed, removed }
     }
-    let candidates = snapshot
-        .candidates
-        .iter()
-        .zip(verdicts)
-        .filter(|(_, v)| **v)
-        .map(|(&c, _)| position[c as usize])
-        .collect();
-    Snapshot { nodes, candidates }
+
+    /// Removes `devpath` and every device below it (udev removes children
+    /// first, but a lost event must not leave orphans).
+    pub fn remove_subtree(&mut self, devpath: &str) -> Changes {
+        let prefix = format!("{devpath}/");
+        let mut removed: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|path| path.as_str() == devpath || path.starts_with(&prefix))
+            .cloned()
+            .collect();
+        removed.sort();
+        for path in &removed {
+            self.entries.remove(path);
+            self.candidates.remove(path);
+        }
+        Changes { changed: Vec::new(), removed }
+    }
+
+    /// Candidates at or below any of `devpaths` (whose own record or an
+    /// ancestor's changed).
+    pub fn candidates_under<'a>(&'a self, devpaths: &'a [String]) -> BTreeSet<&'a str> {
+        let mut found = BTreeSet::new();
+        for devpath in devpaths {
+            let prefix = format!("{devpath}/");
+            for candidate in self.candidates.range::<String, _>(devpath..) {
+                if *candidate != *devpath && !candidate.starts_with(&prefix) {
+                    break;
+                }
+                found.insert(candidate.as_str());
+            }
+        }
+        found
+    }
+
+    /// A snapshot of every candidate.
+    pub fn snapshot_all(&self) -> Snapshot {
+        self.snapshot(self.candidates.iter().map(String::as_str))
+    }
+
+    /// A snapshot of `candidates` (in the order given) and their ancestors.
+    pub fn snapshot<'a>(&'a self, candidates: impl IntoIterator<Item = &'a str>) -> Snapshot {
+        let candidates: Vec<&str> = candidates.into_iter().filter(|c| self.entries.contains_key(*c)).collect();
+        // Every node wanted, with its depth (0 for a root), walking up once per chain.
+        let mut depth: HashMap<&str, usize> = HashMap::new();
+        for &candidate in &candidates {
+            let mut chain = Vec::new();
+            let mut at = Some(candidate);
+            while let Some(devpath) = at {
+                if depth.contains_key(devpath) || chain.len() > self.entries.len() {
+                    break;
+                }
+                chain.push(devpath);
+                at = self.entries.get(devpath).and_then(|e| e.parent.as_deref()).filter(|p| self.entries.contains_key(*p));
+            }
+            // `at` is known (or none): depths count down from it.
+            let mut d = at.and_then(|known| depth.get(known).copied()).map_or(0, |d| d + 1);
+            for &devpath in chain.iter().rev() {
+                depth.insert(devpath, d);
+                d += 1;
+            }
+        }
+        let mut order: Vec<&str> = depth.keys().copied().collect();
+        // Deepest first: a parent is always shallower, hence later.
+        order.sort_unstable_by(|a, b| depth[b].cmp(&depth[a]).then_with(|| a.cmp(b)));
+        let position: HashMap<&str, u32> = order.iter().enumerate().map(|(i, d)| (*d, i as u32)).collect();
+        let nodes = order
+            .iter()
+            .map(|devpath| {
+                let entry = &self.entries[*devpath];
+                let mut node = entry.node.clone();
+                node.parent = entry.parent.as_deref().and_then(|p| position.get(p).copied());
+                node
+            })
+            .collect();
+        let candidates = candidates.iter().map(|c| position[c]).collect();
+        Snapshot { nodes, candidates }
+    }
 }
 
 #[cfg(test)]
@@ -151,14 +253,26 @@ pub(crate) mod tests {
         }
     }
 
+    fn parent_of(path: &str) -> Option<String> {
+        path.rsplit_once('/').map(|(p, _)| p.to_string()).filter(|p| !p.is_empty())
+    }
+
+    fn table(paths: &[(&str, bool)]) -> DeviceTable {
+        let mut t = DeviceTable::default();
+        for (path, candidate) in paths {
+            t.add(node(path), parent_of(path), *candidate);
+        }
+        t
+    }
+
     #[test]
     fn parents_come_after_children_whatever_the_insertion_order() {
-        let mut b = SnapshotBuilder::default();
-        b.add(node("/devices/usb1"), None, false);
-        b.add(node("/devices/usb1/1-1"), Some("/devices/usb1".into()), true);
-        b.add(node("/devices/usb1/1-1/tty/ttyUSB0"), Some("/devices/usb1/1-1".into()), true);
-        b.add(node("/devices/usb1/1-1"), Some("/devices/usb1".into()), false);
-        let s = b.finish();
+        let mut t = DeviceTable::default();
+        t.add(node("/devices/usb1/1-1/tty/ttyUSB0"), Some("/devices/usb1/1-1".into()), true);
+        t.add(node("/devices/usb1"), None, false);
+        t.add(node("/devices/usb1/1-1"), Some("/devices/usb1".into()), true);
+        t.add(node("/devices/usb1/1-1"), Some("/devices/usb1".into()), false);
+        let s = t.snapshot_all();
         assert_eq!(s.nodes.len(), 3);
         for (i, n) in s.nodes.iter().enumerate() {
             if let Some(p) = n.parent {
@@ -172,19 +286,36 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn selected_keeps_ancestors_and_reindexes() {
-        let mut b = SnapshotBuilder::default();
-        b.add(node("/r"), None, false);
-        b.add(node("/r/a"), Some("/r".into()), true);
-        b.add(node("/r/b"), Some("/r".into()), true);
-        b.add(node("/r/b/c"), Some("/r/b".into()), true);
-        let s = b.finish();
-        let verdicts: Vec<bool> = s.candidates.iter().map(|&c| s.nodes[c as usize].devpath != "/r/a").collect();
-        let sel = selected(&s, &verdicts);
-        let paths: Vec<&str> = sel.nodes.iter().map(|n| n.devpath.as_str()).collect();
+    fn a_snapshot_of_some_candidates_holds_their_ancestors_only() {
+        let t = table(&[("/r", false), ("/r/a", true), ("/r/b", true), ("/r/b/c", true)]);
+        let s = t.snapshot(["/r/b/c", "/r/b"]);
+        let paths: Vec<&str> = s.nodes.iter().map(|n| n.devpath.as_str()).collect();
         assert_eq!(paths, ["/r/b/c", "/r/b", "/r"]);
-        assert_eq!(sel.candidates, [1, 0]);
-        assert_eq!(sel.nodes[0].parent, Some(1));
-        assert_eq!(sel.nodes[1].parent, Some(2));
+        assert_eq!(s.candidates, [0, 1]);
+        assert_eq!(s.nodes[0].parent, Some(1));
+        assert_eq!(s.nodes[1].parent, Some(2));
+    }
+
+    #[test]
+    fn updates_say_what_changed_and_which_candidates_it_touches() {
+        let mut t = table(&[("/r", false), ("/r/1-1", true), ("/r/1-1/tty0", true), ("/r/1-10", true)]);
+        let mut update = DeviceTable::default();
+        let mut changed = node("/r/1-1");
+        changed.driver = Some("ch341".into());
+        update.add(changed, Some("/r".into()), false);
+        update.add(node("/r"), None, false);
+        let changes = t.merge(update);
+        assert_eq!(changes.changed, ["/r/1-1"], "an identical record is no change");
+        assert!(t.is_candidate("/r/1-1"), "a candidate stays one when re-read as an ancestor");
+        let under: Vec<&str> = t.candidates_under(&changes.changed).into_iter().collect();
+        assert_eq!(under, ["/r/1-1", "/r/1-1/tty0"], "1-10 is not below 1-1");
+
+        let removed = t.remove_subtree("/r/1-1");
+        assert_eq!(removed.removed, ["/r/1-1", "/r/1-1/tty0"]);
+        assert_eq!(t.candidates().collect::<Vec<_>>(), ["/r/1-10"]);
+
+        let replaced = t.replace(table(&[("/r", false), ("/r/1-2", true)]));
+        assert_eq!(replaced.removed, ["/r/1-10"]);
+        assert_eq!(replaced.changed, ["/r/1-2"]);
     }
 }

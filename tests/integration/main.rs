@@ -1,7 +1,9 @@
 //! Integration tests: the real `devsieve` binary against real peers. One
 //! binary (cases are modules) keeps link time down.
 
+mod agent;
 mod common;
 mod examples;
 mod hostile;
+mod kubelet;
 mod udev_cases;

@@ -5,6 +5,8 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "handler",
+    // Records compare so that a re-read device is known to be unchanged.
+    additional_derives: [PartialEq],
 });
 
 pub use devsieve::handler::types::{

@@ -2,13 +2,15 @@
 //! the stages after it can be tested with any device table, and each reads
 //! only what a handler's [`Requirements`] ask for.
 
+pub mod monitor;
 pub mod path;
 pub mod udev;
+pub mod watch;
 
 use std::path::PathBuf;
 
-use crate::handler::bindings::{Requirements, Snapshot};
-use crate::snapshot::SnapshotBuilder;
+use crate::handler::bindings::Requirements;
+use crate::snapshot::DeviceTable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -20,9 +22,16 @@ pub enum SourceError {
 
 /// Something that finds devices.
 pub trait DeviceSource: Send + Sync {
-    /// Adds the devices `needs` asks for (and their ancestors) to `builder`.
+    /// Adds the devices `needs` asks for (and their ancestors) to `table`.
     /// `roots` confines anything the source resolves by path.
-    fn collect(&self, needs: &Requirements, roots: &[PathBuf], builder: &mut SnapshotBuilder) -> Result<(), SourceError>;
+    fn collect(&self, needs: &Requirements, roots: &[PathBuf], table: &mut DeviceTable) -> Result<(), SourceError>;
+
+    /// One device and its ancestors, read again after an event about it.
+    /// Sources that have no events answer `None`.
+    fn reread(&self, syspath: &std::path::Path, needs: &Requirements, candidate: bool) -> Option<DeviceTable> {
+        let _ = (syspath, needs, candidate);
+        None
+    }
 }
 
 /// Every source the agent reads, asked in turn.
@@ -40,11 +49,18 @@ impl Sources {
         Sources::new(vec![Box::new(udev::UdevSource), Box::new(path::PathSource)])
     }
 
-    pub fn snapshot(&self, needs: &Requirements, roots: &[PathBuf]) -> Result<Snapshot, SourceError> {
-        let mut builder = SnapshotBuilder::default();
+    /// Everything `needs` asks for, from every source.
+    pub fn collect(&self, needs: &Requirements, roots: &[PathBuf]) -> Result<DeviceTable, SourceError> {
+        let mut table = DeviceTable::default();
         for source in &self.sources {
-            source.collect(needs, roots, &mut builder)?;
+            source.collect(needs, roots, &mut table)?;
         }
-        Ok(builder.finish())
+        Ok(table)
+    }
+
+    /// One device (by sysfs path) and its ancestors, as `needs` asks for
+    /// them, after a udev event; `None` if no source knows it (it is gone).
+    pub fn reread(&self, syspath: &std::path::Path, needs: &Requirements, candidate: bool) -> Option<DeviceTable> {
+        self.sources.iter().find_map(|source| source.reread(syspath, needs, candidate))
     }
 }

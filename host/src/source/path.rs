@@ -6,12 +6,12 @@ use std::path::{Component, Path, PathBuf};
 
 use super::{DeviceSource, SourceError};
 use crate::handler::bindings::{Node, Origin, Requirements};
-use crate::snapshot::SnapshotBuilder;
+use crate::snapshot::DeviceTable;
 
 pub struct PathSource;
 
 impl DeviceSource for PathSource {
-    fn collect(&self, needs: &Requirements, roots: &[PathBuf], builder: &mut SnapshotBuilder) -> Result<(), SourceError> {
+    fn collect(&self, needs: &Requirements, roots: &[PathBuf], table: &mut DeviceTable) -> Result<(), SourceError> {
         for pattern in &needs.paths {
             check_pattern(pattern, roots)?;
             let matches = glob::glob(pattern)
@@ -19,7 +19,7 @@ impl DeviceSource for PathSource {
             // Unreadable entries are skipped: a path that cannot be read cannot be granted either.
             for path in matches.flatten() {
                 if roots.iter().any(|root| path.starts_with(root)) {
-                    builder.add(node(&path), None, true);
+                    table.add(node(&path), None, true);
                 }
             }
         }
@@ -35,10 +35,7 @@ pub fn check_pattern(pattern: &str, roots: &[PathBuf]) -> Result<(), SourceError
     if !path.is_absolute() || path.components().any(|c| !matches!(c, Component::RootDir | Component::Normal(_))) {
         return Err(fail("must be an absolute path without `.` or `..`".into()));
     }
-    let literal: PathBuf = path
-        .components()
-        .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
-        .collect();
+    let literal = literal_prefix(pattern);
     let under_root = roots.iter().any(|root| literal.starts_with(root) || root.starts_with(&literal) && literal != Path::new("/"));
     if !under_root {
         return Err(fail(format!(
@@ -47,6 +44,15 @@ pub fn check_pattern(pattern: &str, roots: &[PathBuf]) -> Result<(), SourceError
         )));
     }
     Ok(())
+}
+
+/// The part of a pattern before its first wildcard component: the directory
+/// (or file) every match lies under.
+pub fn literal_prefix(pattern: &str) -> PathBuf {
+    Path::new(pattern)
+        .components()
+        .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+        .collect()
 }
 
 fn node(path: &Path) -> Node {
@@ -121,7 +127,8 @@ mod tests {
             paths: vec![format!("{}/a*", root.display())],
             usbip: false,
         };
-        let snapshot = crate::source::Sources::new(vec![Box::new(PathSource)]).snapshot(&needs, &[root.clone()]).unwrap();
+        let snapshot =
+            crate::source::Sources::new(vec![Box::new(PathSource)]).collect(&needs, &[root.clone()]).unwrap().snapshot_all();
         let found: Vec<(&str, &str)> = snapshot
             .candidates
             .iter()
@@ -133,7 +140,7 @@ mod tests {
         assert_eq!(found, [("a0", "file"), ("a1", "dir"), ("a2", "file")]);
         let link = &snapshot.nodes[snapshot.candidates[2] as usize];
         assert!(link.attributes.iter().any(|(k, v)| k == "target" && v.ends_with("/a0")));
-        let outside = crate::source::Sources::new(vec![Box::new(PathSource)]).snapshot(&needs, &[PathBuf::from("/dev")]);
+        let outside = crate::source::Sources::new(vec![Box::new(PathSource)]).collect(&needs, &[PathBuf::from("/dev")]);
         assert!(outside.is_err());
     }
 }

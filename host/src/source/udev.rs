@@ -6,16 +6,16 @@
 //! devices is read once.
 
 use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{DeviceSource, SourceError};
 use crate::handler::bindings::{Node, Origin, Requirements};
-use crate::snapshot::SnapshotBuilder;
+use crate::snapshot::DeviceTable;
 
 pub struct UdevSource;
 
 impl DeviceSource for UdevSource {
-    fn collect(&self, needs: &Requirements, _roots: &[PathBuf], builder: &mut SnapshotBuilder) -> Result<(), SourceError> {
+    fn collect(&self, needs: &Requirements, _roots: &[PathBuf], table: &mut DeviceTable) -> Result<(), SourceError> {
         if !needs.all_udev && needs.subsystems.is_empty() {
             return Ok(());
         }
@@ -34,22 +34,29 @@ impl DeviceSource for UdevSource {
                 enumerator.match_subsystem(subsystem).map_err(err("matching a subsystem"))?;
             }
             for device in enumerator.scan_devices().map_err(err("scanning devices"))? {
-                add_with_ancestors(&device, needs, builder);
+                add_with_ancestors(&device, needs, table, true);
             }
         }
         Ok(())
     }
+
+    fn reread(&self, syspath: &Path, needs: &Requirements, candidate: bool) -> Option<DeviceTable> {
+        let device = udev::Device::from_syspath(syspath).ok()?;
+        let mut table = DeviceTable::default();
+        add_with_ancestors(&device, needs, &mut table, candidate);
+        Some(table)
+    }
 }
 
-fn add_with_ancestors(device: &udev::Device, needs: &Requirements, builder: &mut SnapshotBuilder) {
+fn add_with_ancestors(device: &udev::Device, needs: &Requirements, table: &mut DeviceTable, candidate: bool) {
     let mut current = Some(device.clone());
-    let mut candidate = true;
+    let mut candidate = candidate;
     while let Some(device) = current {
         let devpath = lossy(device.devpath());
         let parent = device.parent();
         let parent_devpath = parent.as_ref().map(|p| lossy(p.devpath()));
-        let known = builder.contains(&devpath);
-        builder.add(node(&device, devpath, needs), parent_devpath, candidate);
+        let known = table.contains(&devpath);
+        table.add(node(&device, devpath, needs), parent_devpath, candidate);
         if known {
             // Its ancestors are in already.
             return;

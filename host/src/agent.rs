@@ -1,0 +1,162 @@
+//! `devsieve run`: the node agent. Wires the stages — sources and evaluator
+//! (a thread), registry, kubelet advertiser and HTTP endpoint (tasks) — and
+//! runs them until SIGTERM or SIGINT, then stops serving, removes its
+//! sockets and returns.
+//!
+//! Everything that can be wrong with the input is checked before anything
+//! is served: the config (with every handler loaded and its config accepted),
+//! the plugin directory, the listen address. A bad start leaves nothing
+//! behind.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::discover;
+use crate::evaluator::{Coalescing, Evaluator, Input};
+use crate::handler::Runtime;
+use crate::kubelet::{Advertiser, AdvertiserOptions, KubeletError};
+use crate::metrics::Metrics;
+use crate::ops::{self, Ops};
+use crate::registry::Registry;
+use crate::source::Sources;
+use crate::source::monitor::{self, MonitorReport};
+
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    pub config_file: PathBuf,
+    pub plugin_dir: PathBuf,
+    pub cdi_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// How long a device that went away stays listed as unhealthy.
+    pub grace: Duration,
+    pub coalescing: Coalescing,
+    pub register_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{file}: {count} resource(s) cannot be prepared:\n  {errors}")]
+    Prepare { file: PathBuf, count: usize, errors: String },
+    #[error(transparent)]
+    Kubelet(#[from] KubeletError),
+    #[error("cannot listen on {addr} for /healthz, /readyz, /metrics and /status: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("{what}: {source}")]
+    Io { what: &'static str, source: std::io::Error },
+}
+
+pub fn run(options: AgentOptions, runtime: Runtime) -> Result<(), AgentError> {
+    let config = Config::load(&options.config_file)?;
+    let mut prepared = Vec::new();
+    let mut errors = Vec::new();
+    for result in discover::prepare(&runtime, &config) {
+        match result {
+            Ok(p) => prepared.push(p),
+            Err(error) => errors.push(error.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(AgentError::Prepare { file: config.file.clone(), count: errors.len(), errors: errors.join("\n  ") });
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    let (advertiser, advertiser_status) = Advertiser::new(
+        AdvertiserOptions {
+            plugin_dir: options.plugin_dir.clone(),
+            cdi_dir: options.cdi_dir.clone(),
+            register_timeout: options.register_timeout,
+        },
+        metrics.clone(),
+    );
+    advertiser.check()?;
+    let listener = std::net::TcpListener::bind(options.listen)
+        .map_err(|source| AgentError::Listen { addr: options.listen, source })?;
+    listener.set_nonblocking(true).map_err(|source| AgentError::Io { what: "listen socket", source })?;
+
+    let (registry, outputs) = Registry::new(options.grace, metrics.clone());
+    let (registry_tx, mut registry_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut evaluator = Evaluator::new(
+        runtime,
+        Sources::local(),
+        &config,
+        prepared,
+        registry_tx,
+        metrics.clone(),
+        options.coalescing,
+    );
+
+    let (inputs_tx, inputs_rx) = std::sync::mpsc::channel();
+    if evaluator.wants_udev() {
+        // Listen before enumerating, so no event falls in between.
+        let (first_tx, first_rx) = std::sync::mpsc::sync_channel(1);
+        let tx = inputs_tx.clone();
+        let mut first = Some(first_tx);
+        monitor::spawn(monitor::Libudev, move |report: MonitorReport| {
+            if let Some(first) = first.take() {
+                let _ = first.send(());
+            }
+            tx.send(Input::Udev(report)).is_ok()
+        })
+        .map_err(|source| AgentError::Io { what: "starting the udev monitor thread", source })?;
+        let _ = first_rx.recv_timeout(Duration::from_secs(2));
+    }
+    evaluator.watch(inputs_tx.clone()).map_err(|source| AgentError::Io { what: "watching files (inotify)", source })?;
+    evaluator.initial();
+    let mut registry = registry;
+    // The first evaluations are in before the first registration, so the
+    // kubelet's first list is the full one.
+    while let Ok(input) = registry_rx.try_recv() {
+        registry.handle(input, tokio::time::Instant::now());
+    }
+    let evaluator_thread = std::thread::Builder::new()
+        .name("devsieve-evaluator".into())
+        .spawn(move || evaluator.run(inputs_rx))
+        .map_err(|source| AgentError::Io { what: "starting the evaluator thread", source })?;
+
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| AgentError::Io { what: "starting the async runtime", source })?;
+    let result = tokio.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|source| AgentError::Io { what: "listen socket", source })?;
+        let ops = Ops {
+            config_file: options.config_file.clone(),
+            metrics: metrics.clone(),
+            status: outputs.status.clone(),
+            advertiser: advertiser_status,
+        };
+        tracing::info!(listen = %options.listen, "serving /healthz, /readyz, /metrics and /status");
+        let http = tokio::spawn(ops::serve(listener, ops, shutdown.clone()));
+        tokio::spawn(registry.run(registry_rx));
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        let advertised = advertiser.run(outputs.resources.clone(), shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = http.await;
+        advertised.map_err(AgentError::from)
+    });
+    let _ = inputs_tx.send(Input::Shutdown);
+    let _ = evaluator_thread.join();
+    result
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,472 @@
+//! The evaluator stage: sources in, evaluations out.
+//!
+//! It runs on a thread of its own (handler calls are synchronous) and owns
+//! the handler runtime, every resource's [`ResourceEval`], the config in
+//! force and the watches that tell it something changed: udev events,
+//! path-pattern directories, and the config and handler files. It waits
+//! without a timeout, so an agent whose devices do not change does no work;
+//! the one exception is re-enumeration with backoff while the udev monitor is
+//! down.
+//!
+//! Events are coalesced: after the first, the stage keeps taking events
+//! while they arrive less than `settle` apart (at most `burst` in all), then
+//! evaluates each touched resource once. A USB device with five interfaces
+//! (a dozen uevents within a few ms) becomes one update.
+//!
+//! A config change is validated in full (parse, names, every handler loaded
+//! and its config accepted) before anything changes; then only the
+//! difference is applied. A refused change leaves the old config serving.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::config::{Config, HandlerRef};
+use crate::discover::{self, Loaded, ResourceError};
+use crate::evaluate::{Evaluation, ResourceEval, UdevEvent};
+use crate::handler::Runtime;
+use crate::metrics::Metrics;
+use crate::registry::{self, EvaluationInfo, ResourceSpec};
+use crate::snapshot::Changes;
+use crate::source::Sources;
+use crate::source::monitor::MonitorReport;
+use crate::source::watch::{FileWatch, PathWatch};
+
+/// What wakes the evaluator.
+#[derive(Debug)]
+pub enum Input {
+    Udev(MonitorReport),
+    /// Something changed in a directory a path pattern can match in.
+    Paths,
+    /// Something changed next to the config file or a handler file.
+    Files,
+    Shutdown,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Coalescing {
+    /// Events less than this apart are one burst.
+    pub settle: Duration,
+    /// A burst is cut after this long, however busy.
+    pub burst: Duration,
+}
+
+impl Default for Coalescing {
+    fn default() -> Self {
+        Coalescing { settle: Duration::from_millis(3), burst: Duration::from_millis(50) }
+    }
+}
+
+/// Re-enumeration while the udev monitor is down.
+const FALLBACK_FIRST: Duration = Duration::from_secs(1);
+const FALLBACK_MAX: Duration = Duration::from_secs(30);
+
+pub struct Evaluator {
+    runtime: Runtime,
+    sources: Sources,
+    config_file: PathBuf,
+    /// Digest of the config text last read, good or bad: a refused config is
+    /// reported once, not on every unrelated event in its directory.
+    config_digest: [u8; 32],
+    generation: u64,
+    resources: BTreeMap<String, ResourceEval>,
+    /// The last error logged per resource, so a failing handler is logged once.
+    last_error: BTreeMap<String, String>,
+    registry: UnboundedSender<registry::Input>,
+    metrics: Arc<Metrics>,
+    coalescing: Coalescing,
+    paths: Option<PathWatch>,
+    files: Option<FileWatch>,
+    /// `Some(next delay)` while the udev monitor is down.
+    fallback: Option<Duration>,
+    /// Per resource, the digest of a handler file that was refused.
+    refused_handlers: BTreeMap<String, String>,
+}
+
+/// One burst of inputs, folded.
+#[derive(Default)]
+struct Batch {
+    udev: Vec<UdevEvent>,
+    monitor_up: bool,
+    monitor_down: Option<String>,
+    paths: bool,
+    files: bool,
+    shutdown: bool,
+}
+
+impl Batch {
+    fn add(&mut self, input: Input) {
+        match input {
+            Input::Udev(MonitorReport::Event(event)) => self.udev.push(event),
+            Input::Udev(MonitorReport::Up) => {
+                self.monitor_up = true;
+                self.monitor_down = None;
+            }
+            Input::Udev(MonitorReport::Down(error)) => {
+                self.monitor_down = Some(error);
+                self.monitor_up = false;
+            }
+            Input::Paths => self.paths = true,
+            Input::Files => self.files = true,
+            Input::Shutdown => self.shutdown = true,
+        }
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn spec(resource: &crate::config::Resource) -> ResourceSpec {
+    ResourceSpec { name: resource.name.clone(), handler: resource.handler.to_string(), cdi: resource.cdi }
+}
+
+impl Evaluator {
+    /// The stage for `config`, whose resources are `prepared` already (the
+    /// agent refuses to start with a config that does not prepare).
+    pub fn new(
+        runtime: Runtime,
+        sources: Sources,
+        config: &Config,
+        prepared: Vec<discover::Prepared>,
+        registry: UnboundedSender<registry::Input>,
+        metrics: Arc<Metrics>,
+        coalescing: Coalescing,
+    ) -> Evaluator {
+        let config_digest = std::fs::read(&config.file).map(|text| digest(&text)).unwrap_or_default();
+        let resources = prepared.into_iter().map(|p| (p.resource.name.clone(), ResourceEval::new(p))).collect();
+        Evaluator {
+            runtime,
+            sources,
+            config_file: config.file.clone(),
+            config_digest,
+            generation: 1,
+            resources,
+            last_error: BTreeMap::new(),
+            registry,
+            metrics,
+            coalescing,
+            paths: None,
+            files: None,
+            fallback: None,
+            refused_handlers: BTreeMap::new(),
+        }
+    }
+
+    /// Whether any resource reads udev (and so needs the monitor).
+    pub fn wants_udev(&self) -> bool {
+        self.resources.values().any(ResourceEval::wants_udev)
+    }
+
+    /// Starts the path and file watches, reporting into `inputs`.
+    pub fn watch(&mut self, inputs: std::sync::mpsc::Sender<Input>) -> std::io::Result<()> {
+        let paths_tx = inputs.clone();
+        self.paths = Some(PathWatch::start(move || paths_tx.send(Input::Paths).is_ok())?);
+        let files_tx = inputs;
+        self.files = Some(
+            FileWatch::start(move || {
+                let _ = files_tx.send(Input::Files);
+            })
+            .map_err(std::io::Error::other)?,
+        );
+        self.replan_watches();
+        Ok(())
+    }
+
+    /// Tells the registry the resources and evaluates each once.
+    pub fn initial(&mut self) {
+        self.send_resources();
+        let names: Vec<String> = self.resources.keys().cloned().collect();
+        for name in names {
+            let resource = self.resources.get_mut(&name).expect("listed above");
+            let evaluation = resource.rescan(&self.runtime, &self.sources);
+            self.report(&name, evaluation);
+        }
+    }
+
+    /// Serves inputs until `Shutdown` or until every sender is gone.
+    pub fn run(mut self, inputs: Receiver<Input>) {
+        loop {
+            let first = match self.fallback {
+                None => match inputs.recv() {
+                    Ok(input) => input,
+                    Err(_) => return,
+                },
+                Some(delay) => match inputs.recv_timeout(delay) {
+                    Ok(input) => input,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.fallback = Some((delay * 2).min(FALLBACK_MAX));
+                        self.rescan(|r| r.wants_udev());
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
+            };
+            let mut batch = Batch::default();
+            batch.add(first);
+            let started = Instant::now();
+            while !batch.shutdown {
+                let left = self.coalescing.burst.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    break;
+                }
+                match inputs.recv_timeout(self.coalescing.settle.min(left)) {
+                    Ok(input) => batch.add(input),
+                    Err(_) => break,
+                }
+            }
+            if batch.shutdown {
+                return;
+            }
+            self.process(batch);
+        }
+    }
+
+    fn process(&mut self, batch: Batch) {
+        if batch.files {
+            self.reload_files();
+        }
+        if let Some(error) = batch.monitor_down {
+            tracing::error!(%error, "udev events are not seen: re-enumerating with backoff until the monitor is back");
+            self.fallback = Some(FALLBACK_FIRST);
+        }
+        let mut touched: BTreeMap<String, Changes> = BTreeMap::new();
+        let started = Instant::now();
+        if batch.monitor_up {
+            if self.fallback.take().is_some() {
+                tracing::info!("the udev monitor is back: re-enumerating once");
+            }
+            // Events missed while it was down (or before it started) are in a fresh collection.
+            self.collect_rescans(&mut touched, |r| r.wants_udev());
+        }
+        for event in &batch.udev {
+            for (name, resource) in self.resources.iter_mut() {
+                let changes = resource.take_udev(&self.sources, event);
+                if !changes.is_empty() {
+                    touched.entry(name.clone()).or_default().extend(changes);
+                }
+            }
+        }
+        if batch.paths {
+            // Watch first, then look: what appears in between is in the collection.
+            self.replan_watches();
+            self.collect_rescans(&mut touched, |r| r.wants_paths());
+        }
+        for (name, changes) in touched {
+            let resource = self.resources.get_mut(&name).expect("touched resources exist");
+            let evaluation = resource.evaluate(&self.runtime, changes, started);
+            self.report(&name, evaluation);
+        }
+    }
+
+    /// Re-collects the resources `which` selects, folding their changes
+    /// into `touched`; a collection that fails is reported at once.
+    fn collect_rescans(&mut self, touched: &mut BTreeMap<String, Changes>, which: impl Fn(&ResourceEval) -> bool) {
+        let names: Vec<String> = self.resources.iter().filter(|(_, r)| which(r)).map(|(n, _)| n.clone()).collect();
+        for name in names {
+            let started = Instant::now();
+            let resource = self.resources.get_mut(&name).expect("listed above");
+            match resource.take_rescan(&self.sources) {
+                Ok(changes) => touched.entry(name).or_default().extend(changes),
+                Err(error) => self.report(&name, Some(Evaluation { outcome: Err(error), took: started.elapsed() })),
+            }
+        }
+    }
+
+    fn rescan(&mut self, which: impl Fn(&ResourceEval) -> bool) {
+        let mut touched = BTreeMap::new();
+        let started = Instant::now();
+        self.collect_rescans(&mut touched, which);
+        for (name, changes) in touched {
+            let resource = self.resources.get_mut(&name).expect("touched resources exist");
+            let evaluation = resource.evaluate(&self.runtime, changes, started);
+            self.report(&name, evaluation);
+        }
+    }
+
+    /// Hands an evaluation to the registry and records it.
+    fn report(&mut self, name: &str, evaluation: Option<Evaluation>) {
+        let Some(Evaluation { outcome, took }) = evaluation else { return };
+        let failure = outcome.as_ref().err().map(|error| match error {
+            ResourceError::Handler { error, .. } => error.kind(),
+            ResourceError::HandlerFile { .. } => "load",
+            ResourceError::Source { .. } => "source",
+        });
+        self.metrics.evaluation(name, took, failure);
+        let outcome = outcome.map_err(|error| error.to_string());
+        match &outcome {
+            Err(error) => {
+                if self.last_error.get(name) != Some(error) {
+                    tracing::warn!(resource = %name, %error, "evaluation failed: its devices stay, unhealthy");
+                    self.last_error.insert(name.to_string(), error.clone());
+                }
+            }
+            Ok(groups) => {
+                if self.last_error.remove(name).is_some() {
+                    tracing::info!(resource = %name, "evaluation succeeds again");
+                }
+                tracing::debug!(resource = %name, groups = groups.len(), took_us = took.as_micros() as u64, "evaluated");
+            }
+        }
+        let info = EvaluationInfo { at: SystemTime::now(), took, error: outcome.as_ref().err().cloned() };
+        let _ = self.registry.send(registry::Input::Evaluated { resource: name.to_string(), outcome, info });
+    }
+
+    fn send_resources(&self) {
+        let resources = self.resources.values().map(|r| spec(&r.prepared.resource)).collect();
+        let _ = self.registry.send(registry::Input::Resources { generation: self.generation, resources });
+    }
+
+    fn replan_watches(&mut self) {
+        if let Some(paths) = &mut self.paths {
+            let dirs: BTreeSet<PathBuf> = self
+                .resources
+                .values()
+                .flat_map(|r| r.prepared.needs.paths.iter())
+                .flat_map(|pattern| crate::source::watch::plan(pattern))
+                .collect();
+            paths.set(&dirs);
+        }
+        if let Some(files) = &mut self.files {
+            let handler_files = self.resources.values().filter_map(|r| match &r.prepared.resource.handler {
+                HandlerRef::File(path) => Some(path.as_path()),
+                _ => None,
+            });
+            files.set(std::iter::once(self.config_file.as_path()).chain(handler_files));
+        }
+    }
+
+    /// Something changed near the config or a handler file: reload what did.
+    fn reload_files(&mut self) {
+        match std::fs::read(&self.config_file) {
+            Ok(text) if digest(&text) != self.config_digest => {
+                self.config_digest = digest(&text);
+                self.reload_config(&String::from_utf8_lossy(&text));
+                return;
+            }
+            Ok(_) => {}
+            // Mid-swap (a ConfigMap's `..data` link) or deleted: keep serving.
+            Err(error) => tracing::debug!(file = %self.config_file.display(), %error, "config not readable now"),
+        }
+        self.reload_handler_files();
+    }
+
+    fn refuse(&self, error: String) {
+        tracing::error!(file = %self.config_file.display(), %error, "config change refused; the previous config stays in force");
+        self.metrics.config_reload(false, self.generation);
+        let _ = self.registry.send(registry::Input::ConfigRejected(Some(error)));
+    }
+
+    fn reload_config(&mut self, text: &str) {
+        let config = match Config::parse(&self.config_file, text) {
+            Ok(config) => config,
+            Err(error) => return self.refuse(error.to_string()),
+        };
+        // Validate everything before changing anything.
+        let mut loaded = Loaded::new();
+        let mut next: Vec<(String, Option<discover::Prepared>)> = Vec::new();
+        for resource in &config.resources {
+            let unchanged = self.resources.get(&resource.name).is_some_and(|r| {
+                r.prepared.resource == *resource && handler_file_unchanged(&r.prepared.resource.handler, r.prepared.handler.digest())
+            });
+            if unchanged {
+                next.push((resource.name.clone(), None));
+                continue;
+            }
+            match discover::prepare_one(&self.runtime, resource, &mut loaded) {
+                Ok(prepared) => next.push((resource.name.clone(), Some(prepared))),
+                Err(error) => return self.refuse(error.to_string()),
+            }
+        }
+        let mut old = std::mem::take(&mut self.resources);
+        let mut evaluate = Vec::new();
+        for (name, prepared) in next {
+            match prepared {
+                None => {
+                    let kept = old.remove(&name).expect("unchanged resources exist");
+                    self.resources.insert(name, kept);
+                }
+                Some(prepared) => {
+                    let verb = if old.remove(&name).is_some() { "changed" } else { "added" };
+                    tracing::info!(resource = %name, "resource {verb}");
+                    self.resources.insert(name.clone(), ResourceEval::new(prepared));
+                    evaluate.push(name);
+                }
+            }
+        }
+        for name in old.keys() {
+            tracing::info!(resource = %name, "resource removed");
+            self.last_error.remove(name);
+        }
+        self.generation += 1;
+        self.metrics.config_reload(true, self.generation);
+        tracing::info!(generation = self.generation, resources = self.resources.len(), "config applied");
+        let _ = self.registry.send(registry::Input::ConfigRejected(None));
+        self.send_resources();
+        self.replan_watches();
+        for name in evaluate {
+            let resource = self.resources.get_mut(&name).expect("inserted above");
+            let evaluation = resource.rescan(&self.runtime, &self.sources);
+            self.report(&name, evaluation);
+        }
+    }
+
+    /// A `.wasm` handler file that changed is loaded anew; one that does not
+    /// load, or refuses its resource's config, leaves the old one running.
+    fn reload_handler_files(&mut self) {
+        let names: Vec<String> = self
+            .resources
+            .iter()
+            .filter(|(_, r)| !handler_file_unchanged(&r.prepared.resource.handler, r.prepared.handler.digest()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut loaded = Loaded::new();
+        for name in names {
+            let resource = self.resources[&name].prepared.resource.clone();
+            match discover::prepare_one(&self.runtime, &resource, &mut loaded) {
+                Ok(prepared) => {
+                    tracing::info!(resource = %name, handler = %resource.handler, digest = prepared.handler.digest(), "handler file changed: reloaded");
+                    self.refused_handlers.remove(&name);
+                    let eval = self.resources.get_mut(&name).expect("listed above");
+                    *eval = ResourceEval::new(prepared);
+                    let evaluation = eval.rescan(&self.runtime, &self.sources);
+                    self.report(&name, evaluation);
+                }
+                Err(error) => {
+                    // Report a refused file once, not on every event in its directory.
+                    let refused = handler_file_digest(&resource.handler);
+                    if self.refused_handlers.get(&name) == refused.as_ref() {
+                        continue;
+                    }
+                    self.refused_handlers.insert(name.clone(), refused.unwrap_or_default());
+                    let message = format!("handler file changed but was refused, the previous handler keeps running: {error}");
+                    tracing::error!(resource = %name, "{message}");
+                    self.metrics.evaluation(&name, Duration::ZERO, Some("reload"));
+                    let groups = self.resources[&name].last_groups().to_vec();
+                    let info = EvaluationInfo { at: SystemTime::now(), took: Duration::ZERO, error: Some(message) };
+                    let _ = self.registry.send(registry::Input::Evaluated { resource: name, outcome: Ok(groups), info });
+                }
+            }
+        }
+    }
+}
+
+/// Whether a file handler's bytes still have `digest` (other references
+/// change only with the config). An unreadable file counts as unchanged:
+/// it may be mid-replace, and the running handler is kept either way.
+fn handler_file_unchanged(handler: &HandlerRef, loaded_digest: &str) -> bool {
+    handler_file_digest(handler).is_none_or(|digest| digest == loaded_digest)
+}
+
+/// `sha256:<hex>` of a file handler's bytes as they are now.
+fn handler_file_digest(handler: &HandlerRef) -> Option<String> {
+    match handler {
+        HandlerRef::File(path) => std::fs::read(path).ok().map(|bytes| format!("sha256:{:x}", Sha256::digest(&bytes))),
+        _ => None,
+    }
+}

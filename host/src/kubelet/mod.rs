@@ -1,0 +1,531 @@
+//! The kubelet advertiser: one device-plugin gRPC server per resource, on a
+//! Unix socket in the plugin directory, registered with the kubelet.
+//!
+//! It follows the registry's resource set (serving resources as they are
+//! added, stopping those removed) and the plugin directory through inotify:
+//! - `kubelet.sock` created (the kubelet started or restarted): register every
+//!   resource at once;
+//! - one of our sockets deleted (the kubelet deletes every socket in the
+//!   directory when it restarts): serve that resource again on a new socket,
+//!   then register it as soon as a kubelet is there;
+//! - `kubelet.sock` deleted: stop trying to register until it is back.
+//!
+//! No poll interval and no fixed sleep: the only timers are the backoff of a
+//! registration that failed while `kubelet.sock` exists.
+
+pub mod allocate;
+pub mod cdi;
+pub mod plugin;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use devsieve_proto::v1beta1::device_plugin_server::DevicePluginServer;
+use devsieve_proto::v1beta1::registration_client::RegistrationClient;
+use devsieve_proto::v1beta1::{KUBELET_SOCKET, RegisterRequest, VERSION};
+use notify::{EventKind, RecursiveMode, Watcher};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::registry::{DeviceList, ResourceSet, ResourceSpec};
+
+/// The longest path a Unix socket may have (`sun_path` holds 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+const BACKOFF_FIRST: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    #[error("plugin directory {dir}: {reason}")]
+    PluginDir { dir: PathBuf, reason: String },
+    #[error("cannot watch the plugin directory {dir} (inotify): {source}")]
+    Watch { dir: PathBuf, source: notify::Error },
+    #[error("{resource}: cannot serve on {socket}: {source}")]
+    Serve { resource: String, socket: PathBuf, source: std::io::Error },
+}
+
+#[derive(Clone, Debug)]
+pub struct AdvertiserOptions {
+    /// The kubelet's device-plugin directory.
+    pub plugin_dir: PathBuf,
+    /// Where CDI specs are written, for resources with `cdi: true`.
+    pub cdi_dir: PathBuf,
+    /// How long one `Register` call may take (the kubelet dials back inside it).
+    pub register_timeout: Duration,
+}
+
+/// What the advertiser reports to `/readyz` and `/status`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AdvertiserStatus {
+    pub kubelet_present: bool,
+    /// Per resource: its socket, and whether the current kubelet has it registered.
+    pub plugins: BTreeMap<String, PluginStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PluginStatus {
+    pub socket: PathBuf,
+    pub registered: bool,
+}
+
+impl AdvertiserStatus {
+    /// Every resource is registered with a kubelet.
+    pub fn ready(&self) -> bool {
+        self.kubelet_present && self.plugins.values().all(|p| p.registered)
+    }
+}
+
+struct Plugin {
+    spec: ResourceSpec,
+    devices: watch::Receiver<Arc<DeviceList>>,
+    socket: PathBuf,
+    stop: CancellationToken,
+    server: JoinHandle<()>,
+    registration: Option<JoinHandle<()>>,
+    cdi: Option<JoinHandle<()>>,
+}
+
+pub struct Advertiser {
+    options: AdvertiserOptions,
+    kubelet_socket: PathBuf,
+    metrics: Arc<Metrics>,
+    status: Arc<watch::Sender<AdvertiserStatus>>,
+    /// Distinguishes this process's sockets from an earlier start's.
+    nonce: u64,
+    serial: AtomicU64,
+}
+
+impl Advertiser {
+    pub fn new(options: AdvertiserOptions, metrics: Arc<Metrics>) -> (Advertiser, watch::Receiver<AdvertiserStatus>) {
+        let (status, status_rx) = watch::channel(AdvertiserStatus::default());
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        let advertiser = Advertiser {
+            kubelet_socket: options.plugin_dir.join(KUBELET_SOCKET),
+            options,
+            metrics,
+            status: Arc::new(status),
+            nonce: nanos ^ (u64::from(std::process::id()) << 32),
+            serial: AtomicU64::new(0),
+        };
+        (advertiser, status_rx)
+    }
+
+    /// Checks, before anything is served, that sockets can be made in the
+    /// plugin directory.
+    pub fn check(&self) -> Result<(), KubeletError> {
+        let dir = &self.options.plugin_dir;
+        let fail = |reason: String| KubeletError::PluginDir { dir: dir.clone(), reason };
+        let meta = std::fs::metadata(dir).map_err(|e| fail(format!("{e} (is the kubelet's plugin directory mounted?)")))?;
+        if !meta.is_dir() {
+            return Err(fail("is not a directory".into()));
+        }
+        if rustix::fs::access(dir, rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK).is_err() {
+            return Err(fail(format!(
+                "is not writable by this process (uid {}); the agent creates its sockets there",
+                rustix::process::geteuid().as_raw()
+            )));
+        }
+        let longest = dir.join(socket_name("x".repeat(SLUG_MAX).as_str(), 0));
+        if longest.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(fail(format!("is too long for Unix socket paths (at most {} bytes)", MAX_SOCKET_PATH - 64)));
+        }
+        Ok(())
+    }
+
+    /// Serves and registers the registry's resources until `shutdown`, then
+    /// stops every server and removes its socket.
+    pub async fn run(
+        self,
+        mut resources: watch::Receiver<Arc<ResourceSet>>,
+        shutdown: CancellationToken,
+    ) -> Result<(), KubeletError> {
+        let dir = self.options.plugin_dir.clone();
+        // Watch first, then look: nothing that happens in between is missed.
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |event| {
+            let _ = events_tx.send(event);
+        })
+        .map_err(|source| KubeletError::Watch { dir: dir.clone(), source })?;
+        watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|source| KubeletError::Watch { dir: dir.clone(), source })?;
+
+        let mut plugins: BTreeMap<String, Plugin> = BTreeMap::new();
+        let initial = resources.borrow_and_update().clone();
+        self.start_all(&initial, &mut plugins)?;
+        let mut kubelet_present = self.kubelet_socket.exists();
+        self.status.send_modify(|s| s.kubelet_present = kubelet_present);
+        if kubelet_present {
+            tracing::info!(socket = %self.kubelet_socket.display(), "kubelet is there");
+            for plugin in plugins.values_mut() {
+                self.register(plugin);
+            }
+        } else {
+            tracing::info!(socket = %self.kubelet_socket.display(), "waiting for the kubelet");
+        }
+
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                changed = resources.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let set = resources.borrow_and_update().clone();
+                    self.sync(&set, &mut plugins, kubelet_present);
+                }
+                Some(event) = events.recv() => {
+                    let event = match event {
+                        Ok(event) => event,
+                        Err(error) => {
+                            tracing::warn!(%error, "plugin directory watch reported an error");
+                            continue;
+                        }
+                    };
+                    for path in &event.paths {
+                        if *path == self.kubelet_socket {
+                            if appeared(&event.kind) {
+                                if kubelet_present {
+                                    tracing::info!("kubelet.sock was created again: the kubelet restarted");
+                                } else {
+                                    tracing::info!("kubelet.sock appeared");
+                                }
+                                self.metrics.kubelet_reconnect();
+                                kubelet_present = true;
+                                self.status.send_modify(|s| s.kubelet_present = true);
+                                for plugin in plugins.values_mut() {
+                                    self.register(plugin);
+                                }
+                            } else if vanished(&event.kind) {
+                                tracing::info!("kubelet.sock was removed: waiting for the kubelet");
+                                kubelet_present = false;
+                                self.status.send_modify(|s| s.kubelet_present = false);
+                                for plugin in plugins.values_mut() {
+                                    self.unregister(plugin);
+                                }
+                            }
+                        } else if vanished(&event.kind)
+                            && let Some(plugin) = plugins.values_mut().find(|p| p.socket == *path)
+                        {
+                            tracing::info!(resource = %plugin.spec.name, "our socket was removed: serving on a new one");
+                            if let Err(error) = self.restart(plugin) {
+                                tracing::error!(%error, "cannot serve again");
+                                continue;
+                            }
+                            if kubelet_present {
+                                self.register(plugin);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        drop(watcher);
+        for (_, plugin) in std::mem::take(&mut plugins) {
+            self.stop(plugin).await;
+        }
+        Ok(())
+    }
+
+    /// The first set: every socket is bound before any is registered, and a
+    /// failure leaves nothing behind.
+    fn start_all(&self, set: &ResourceSet, plugins: &mut BTreeMap<String, Plugin>) -> Result<(), KubeletError> {
+        for published in set.resources.values() {
+            match self.start(&published.spec, published.devices.clone()) {
+                Ok(plugin) => {
+                    plugins.insert(published.spec.name.clone(), plugin);
+                }
+                Err(error) => {
+                    for (_, plugin) in std::mem::take(plugins) {
+                        plugin.stop.cancel();
+                        plugin.server.abort();
+                        let _ = std::fs::remove_file(&plugin.socket);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows a new resource set: starts what is new, stops what is gone,
+    /// restarts what changed; unchanged resources are not touched.
+    fn sync(&self, set: &ResourceSet, plugins: &mut BTreeMap<String, Plugin>, kubelet_present: bool) {
+        let gone: Vec<String> = plugins.keys().filter(|name| !set.resources.contains_key(*name)).cloned().collect();
+        for name in gone {
+            if let Some(plugin) = plugins.remove(&name) {
+                tracing::info!(resource = %name, "resource removed from the config: unregistering");
+                let socket = plugin.socket.clone();
+                plugin.stop.cancel();
+                plugin.server.abort();
+                if let Some(task) = plugin.registration {
+                    task.abort();
+                }
+                let _ = std::fs::remove_file(socket);
+                self.status.send_modify(|s| {
+                    s.plugins.remove(&name);
+                });
+            }
+        }
+        for (name, published) in &set.resources {
+            let unchanged = plugins
+                .get(name)
+                .is_some_and(|p| p.spec == published.spec && p.devices.same_channel(&published.devices));
+            if unchanged {
+                continue;
+            }
+            if let Some(old) = plugins.remove(name) {
+                old.stop.cancel();
+                old.server.abort();
+                if let Some(task) = old.registration {
+                    task.abort();
+                }
+                let _ = std::fs::remove_file(&old.socket);
+            }
+            match self.start(&published.spec, published.devices.clone()) {
+                Ok(mut plugin) => {
+                    if kubelet_present {
+                        self.register(&mut plugin);
+                    }
+                    plugins.insert(name.clone(), plugin);
+                }
+                Err(error) => tracing::error!(%error, "cannot serve a new resource"),
+            }
+        }
+    }
+
+    fn next_socket(&self, resource: &str) -> PathBuf {
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let tag = self.nonce.wrapping_add(serial.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        self.options.plugin_dir.join(socket_name(&slug(resource), tag))
+    }
+
+    fn start(&self, spec: &ResourceSpec, devices: watch::Receiver<Arc<DeviceList>>) -> Result<Plugin, KubeletError> {
+        let socket = self.next_socket(&spec.name);
+        let stop = CancellationToken::new();
+        let server = self.serve(spec, &socket, devices.clone(), stop.clone())?;
+        let cdi = spec.cdi.then(|| {
+            tokio::spawn(cdi::maintain(self.options.cdi_dir.clone(), spec.name.clone(), devices.clone()))
+        });
+        self.status.send_modify(|s| {
+            s.plugins.insert(spec.name.clone(), PluginStatus { socket: socket.clone(), registered: false });
+        });
+        tracing::info!(resource = %spec.name, socket = %socket.display(), "serving");
+        Ok(Plugin { spec: spec.clone(), devices, socket, stop, server, registration: None, cdi })
+    }
+
+    /// Serves `plugin` again on a new socket (the old one was deleted).
+    fn restart(&self, plugin: &mut Plugin) -> Result<(), KubeletError> {
+        self.unregister(plugin);
+        plugin.stop.cancel();
+        plugin.server.abort();
+        let socket = self.next_socket(&plugin.spec.name);
+        let stop = CancellationToken::new();
+        plugin.server = self.serve(&plugin.spec, &socket, plugin.devices.clone(), stop.clone())?;
+        plugin.stop = stop;
+        plugin.socket = socket.clone();
+        self.status.send_modify(|s| {
+            s.plugins.insert(plugin.spec.name.clone(), PluginStatus { socket, registered: false });
+        });
+        Ok(())
+    }
+
+    fn serve(
+        &self,
+        spec: &ResourceSpec,
+        socket: &Path,
+        devices: watch::Receiver<Arc<DeviceList>>,
+        stop: CancellationToken,
+    ) -> Result<JoinHandle<()>, KubeletError> {
+        let listener = UnixListener::bind(socket).map_err(|source| KubeletError::Serve {
+            resource: spec.name.clone(),
+            socket: socket.to_path_buf(),
+            source,
+        })?;
+        let service = plugin::PluginService {
+            resource: spec.name.clone(),
+            cdi: spec.cdi,
+            devices,
+            metrics: self.metrics.clone(),
+        };
+        let resource = spec.name.clone();
+        Ok(tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(DevicePluginServer::new(service))
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%resource, %error, "device-plugin server stopped");
+            }
+        }))
+    }
+
+    /// (Re)registers `plugin` with the kubelet, retrying with backoff while
+    /// the kubelet is there; a registration in flight is replaced.
+    fn register(&self, plugin: &mut Plugin) {
+        self.unregister(plugin);
+        let request = RegisterRequest {
+            version: VERSION.to_string(),
+            endpoint: plugin.socket.file_name().expect("socket paths have a file name").to_string_lossy().into_owned(),
+            resource_name: plugin.spec.name.clone(),
+            options: Some(plugin::options()),
+        };
+        let kubelet = self.kubelet_socket.clone();
+        let timeout = self.options.register_timeout;
+        let metrics = self.metrics.clone();
+        let status = self.status.clone();
+        plugin.registration = Some(tokio::spawn(async move {
+            let mut backoff = BACKOFF_FIRST;
+            let mut last_error: Option<String> = None;
+            loop {
+                let started = std::time::Instant::now();
+                match register_once(&kubelet, request.clone(), timeout).await {
+                    Ok(()) => {
+                        metrics.registration(&request.resource_name, true);
+                        tracing::info!(
+                            resource = %request.resource_name,
+                            endpoint = %request.endpoint,
+                            took_ms = started.elapsed().as_secs_f64() * 1e3,
+                            "registered with the kubelet"
+                        );
+                        status.send_modify(|s| {
+                            if let Some(p) = s.plugins.get_mut(&request.resource_name) {
+                                p.registered = true;
+                            }
+                        });
+                        return;
+                    }
+                    Err(error) => {
+                        metrics.registration(&request.resource_name, false);
+                        // Once per distinct failure, not once per attempt.
+                        if last_error.as_deref() != Some(error.as_str()) {
+                            tracing::warn!(
+                                resource = %request.resource_name,
+                                %error,
+                                "registration failed; retrying with backoff (up to {BACKOFF_MAX:?})"
+                            );
+                            last_error = Some(error);
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+        }));
+    }
+
+    fn unregister(&self, plugin: &mut Plugin) {
+        if let Some(task) = plugin.registration.take() {
+            task.abort();
+        }
+        self.status.send_modify(|s| {
+            if let Some(p) = s.plugins.get_mut(&plugin.spec.name) {
+                p.registered = false;
+            }
+        });
+    }
+
+    async fn stop(&self, mut plugin: Plugin) {
+        self.unregister(&mut plugin);
+        plugin.stop.cancel();
+        // A kubelet holding a ListAndWatch stream keeps a graceful shutdown
+        // waiting; the socket is removed either way.
+        let _ = tokio::time::timeout(Duration::from_millis(500), &mut plugin.server).await;
+        plugin.server.abort();
+        if let Some(cdi) = plugin.cdi {
+            cdi.abort();
+        }
+        let _ = std::fs::remove_file(&plugin.socket);
+        tracing::info!(resource = %plugin.spec.name, "stopped serving");
+    }
+}
+
+fn appeared(kind: &EventKind) -> bool {
+    use notify::event::{ModifyKind, RenameMode};
+    matches!(kind, EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)))
+}
+
+fn vanished(kind: &EventKind) -> bool {
+    use notify::event::{ModifyKind, RenameMode};
+    matches!(kind, EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)))
+}
+
+async fn register_once(kubelet: &Path, request: RegisterRequest, timeout: Duration) -> Result<(), String> {
+    let call = async {
+        let channel = dial(kubelet).await.map_err(|e| format!("cannot connect to {}: {e}", kubelet.display()))?;
+        RegistrationClient::new(channel)
+            .register(request)
+            .await
+            .map_err(|status| format!("the kubelet refused: {}", status.message()))?;
+        Ok(())
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer from the kubelet within {timeout:?}")))
+}
+
+/// A gRPC channel over a Unix socket.
+pub async fn dial(socket: &Path) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let socket = socket.to_path_buf();
+    // The URI is required by the API and ignored by the connector.
+    tonic::transport::Endpoint::from_static("http://[::1]:0")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+        }))
+        .await
+}
+
+/// How long a resource's part of a socket name may be.
+const SLUG_MAX: usize = 40;
+
+/// A file-name-safe, bounded form of a resource name: `devsieve.io_printer`.
+pub fn slug(resource: &str) -> String {
+    let plain: String = resource
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .collect();
+    if plain.len() <= SLUG_MAX {
+        return plain;
+    }
+    let digest = format!("{:x}", Sha256::digest(resource.as_bytes()));
+    format!("{}-{}", &plain[..SLUG_MAX - 9], &digest[..8])
+}
+
+fn socket_name(slug: &str, tag: u64) -> String {
+    format!("devsieve-{slug}-{:08x}.sock", tag as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_names_are_bounded_and_new_per_serve() {
+        assert_eq!(slug("devsieve.io/printer"), "devsieve.io_printer");
+        let long = format!("{}.example.com/{}", "a".repeat(200), "b".repeat(63));
+        assert_eq!(slug(&long).len(), SLUG_MAX);
+        assert_ne!(slug(&long), slug(&long.replace("bbb", "bbc")));
+        let (advertiser, _) = Advertiser::new(
+            AdvertiserOptions {
+                plugin_dir: "/var/lib/kubelet/device-plugins".into(),
+                cdi_dir: "/var/run/cdi".into(),
+                register_timeout: Duration::from_secs(1),
+            },
+            Arc::new(Metrics::new()),
+        );
+        let a = advertiser.next_socket("devsieve.io/printer");
+        let b = advertiser.next_socket("devsieve.io/printer");
+        assert_ne!(a, b);
+        assert!(a.as_os_str().len() <= MAX_SOCKET_PATH);
+    }
+}

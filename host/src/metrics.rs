@@ -1,0 +1,188 @@
+//! The agent's Prometheus metrics, served on `/metrics`. Every stage records
+//! into the one [`Metrics`] it is handed; nothing reads them back but the
+//! HTTP endpoint.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabel {
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HealthLabels {
+    resource: String,
+    health: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    resource: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    resource: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    result: &'static str,
+}
+
+fn evaluation_histogram() -> Histogram {
+    // 100 µs .. ~3 s.
+    Histogram::new(exponential_buckets(0.0001, 2.5, 12))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    devices: Family<HealthLabels, Gauge>,
+    registrations: Family<ResultLabels, Counter>,
+    kubelet_reconnects: Counter,
+    allocations: Family<ResourceLabel, Counter>,
+    allocation_errors: Family<ResourceLabel, Counter>,
+    evaluation_seconds: Family<ResourceLabel, Histogram, fn() -> Histogram>,
+    handler_failures: Family<KindLabels, Counter>,
+    config_reloads: Family<OutcomeLabel, Counter>,
+    config_generation: Gauge,
+    async_tasks: Gauge,
+    /// Serializes encoding (the registry is not meant to be encoded concurrently with itself).
+    encode_lock: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("devsieve");
+        let devices = Family::<HealthLabels, Gauge>::default();
+        registry.register("devices", "Kubelet devices per resource and health", devices.clone());
+        let registrations = Family::<ResultLabels, Counter>::default();
+        registry.register("registrations", "Registrations with the kubelet, by result", registrations.clone());
+        let kubelet_reconnects = Counter::default();
+        registry.register(
+            "kubelet_reconnects",
+            "Times the kubelet's registration socket was created anew (kubelet restarts)",
+            kubelet_reconnects.clone(),
+        );
+        let allocations = Family::<ResourceLabel, Counter>::default();
+        registry.register("allocations", "Allocate calls answered", allocations.clone());
+        let allocation_errors = Family::<ResourceLabel, Counter>::default();
+        registry.register("allocation_errors", "Allocate calls refused", allocation_errors.clone());
+        let evaluation_seconds =
+            Family::<ResourceLabel, Histogram, fn() -> Histogram>::new_with_constructor(evaluation_histogram);
+        registry.register(
+            "handler_evaluation_seconds",
+            "Time to collect, select and group a resource's devices",
+            evaluation_seconds.clone(),
+        );
+        let handler_failures = Family::<KindLabels, Counter>::default();
+        registry.register("handler_failures", "Failed evaluations by kind", handler_failures.clone());
+        let config_reloads = Family::<OutcomeLabel, Counter>::default();
+        registry.register("config_reloads", "Config changes applied or refused", config_reloads.clone());
+        let config_generation = Gauge::default();
+        registry.register("config_generation", "Generation of the config in force", config_generation.clone());
+        let async_tasks = Gauge::default();
+        registry.register("async_tasks", "Tasks alive in the agent's async runtime (leak check)", async_tasks.clone());
+        Metrics {
+            async_tasks,
+            registry,
+            devices,
+            registrations,
+            kubelet_reconnects,
+            allocations,
+            allocation_errors,
+            evaluation_seconds,
+            handler_failures,
+            config_reloads,
+            config_generation,
+            encode_lock: Mutex::new(()),
+        }
+    }
+
+    pub fn set_devices(&self, resource: &str, healthy: usize, unhealthy: usize) {
+        for (health, count) in [("Healthy", healthy), ("Unhealthy", unhealthy)] {
+            self.devices.get_or_create(&HealthLabels { resource: resource.into(), health }).set(count as i64);
+        }
+    }
+
+    /// Drops a removed resource's series.
+    pub fn forget_resource(&self, resource: &str) {
+        for health in ["Healthy", "Unhealthy"] {
+            self.devices.remove(&HealthLabels { resource: resource.into(), health });
+        }
+    }
+
+    pub fn registration(&self, resource: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.registrations.get_or_create(&ResultLabels { resource: resource.into(), result }).inc();
+    }
+
+    pub fn kubelet_reconnect(&self) {
+        self.kubelet_reconnects.inc();
+    }
+
+    pub fn allocation(&self, resource: &str, ok: bool) {
+        let label = ResourceLabel { resource: resource.into() };
+        if ok { self.allocations.get_or_create(&label).inc() } else { self.allocation_errors.get_or_create(&label).inc() };
+    }
+
+    pub fn evaluation(&self, resource: &str, took: Duration, failure: Option<&'static str>) {
+        self.evaluation_seconds.get_or_create(&ResourceLabel { resource: resource.into() }).observe(took.as_secs_f64());
+        if let Some(kind) = failure {
+            self.handler_failures.get_or_create(&KindLabels { resource: resource.into(), kind }).inc();
+        }
+    }
+
+    pub fn config_reload(&self, applied: bool, generation: u64) {
+        let result = if applied { "applied" } else { "refused" };
+        self.config_reloads.get_or_create(&OutcomeLabel { result }).inc();
+        self.config_generation.set(generation as i64);
+    }
+
+    pub fn set_async_tasks(&self, tasks: usize) {
+        self.async_tasks.set(tasks as i64);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let _guard = self.encode_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String");
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_appear_and_removed_resources_vanish() {
+        let metrics = Metrics::new();
+        metrics.set_devices("devsieve.io/printer", 2, 1);
+        metrics.evaluation("devsieve.io/printer", Duration::from_millis(3), Some("trap"));
+        metrics.registration("devsieve.io/printer", true);
+        let text = metrics.encode();
+        assert!(text.contains(r#"devsieve_devices{resource="devsieve.io/printer",health="Healthy"} 2"#), "{text}");
+        assert!(text.contains(r#"devsieve_handler_failures_total{resource="devsieve.io/printer",kind="trap"} 1"#), "{text}");
+        assert!(text.contains(r#"devsieve_registrations_total{resource="devsieve.io/printer",result="ok"} 1"#), "{text}");
+        metrics.forget_resource("devsieve.io/printer");
+        assert!(!metrics.encode().contains("devsieve_devices{"), "{}", metrics.encode());
+    }
+}
