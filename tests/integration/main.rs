@@ -5,5 +5,6 @@ mod agent;
 mod common;
 mod examples;
 mod hostile;
+mod hotplug;
 mod kubelet;
 mod udev_cases;
