@@ -10,6 +10,8 @@ pub mod bench;
 pub mod config;
 pub mod discover;
 pub mod handler;
+pub mod inspect;
+pub mod loader;
 pub mod names;
 pub mod output;
 pub mod snapshot;
