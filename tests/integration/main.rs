@@ -2,6 +2,9 @@
 //! binary (cases are modules) keeps link time down.
 
 mod common;
+mod configmap;
+mod custom_handler;
 mod examples;
 mod hostile;
+mod oci;
 mod udev_cases;
