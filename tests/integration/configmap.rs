@@ -229,6 +229,10 @@ fn a_configmap_is_read_and_watched_through_the_api_with_only_get_and_watch() {
         let mut updates = loader.watch(&reference).expect("a ConfigMap can change");
         let current = next(&mut updates).await.expect("the current handler");
         assert_eq!(current.digest, sha256_digest(&first));
+        // A second watcher of the same key shares the watch and starts from the current state.
+        let mut again = loader.watch(&reference).expect("a ConfigMap can change");
+        assert_eq!(next(&mut again).await.expect("the current handler").digest, sha256_digest(&first));
+        drop(again);
 
         // An update arrives live.
         api.set(Some(vec![("zigbee.wasm".into(), second.clone())]));
@@ -260,7 +264,8 @@ fn a_configmap_is_read_and_watched_through_the_api_with_only_get_and_watch() {
             && request.contains("fieldSelector=metadata.name%3Dhandlers");
         assert!(get || watch, "a request beyond get/watch on the one ConfigMap: {request}");
     }
-    assert!(requests.iter().any(|r| r.contains("watch=true")), "{requests:?}");
+    // One watch, shared by both watchers.
+    assert_eq!(requests.iter().filter(|r| r.contains("watch=true")).count(), 1, "{requests:?}");
 }
 
 #[test]

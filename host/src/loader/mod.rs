@@ -63,6 +63,9 @@ pub struct HandlerBytes {
 /// keeps the last good handler.
 pub type WatchItem = Result<HandlerBytes, String>;
 
+/// The end of the placeholder a watch starts with.
+const NOT_READ_YET: &str = ": not read yet";
+
 /// Creates the Kubernetes client, once, the first time a ConfigMap
 /// reference needs it.
 pub type KubeClientFactory =
@@ -71,7 +74,7 @@ pub type KubeClientFactory =
 /// The default factory: in-cluster service account, else `$KUBECONFIG` / `~/.kube/config`.
 pub fn default_kube_client() -> KubeClientFactory {
     Arc::new(|| {
-        Box::pin(async { kube::Client::try_default().await.map_err(|e| format!("{}", error_chain(&e))) })
+        Box::pin(async { kube::Client::try_default().await.map_err(|e| error_chain(&e)) })
     })
 }
 
@@ -178,7 +181,7 @@ struct Inner {
     blobs: Option<BlobCache>,
     registry: OnceLock<Result<oci::Registry, LoadError>>,
     kube: tokio::sync::OnceCell<kube::Client>,
-    watches: Mutex<HashMap<ConfigMapRef, watch::Receiver<WatchItem>>>,
+    watches: Mutex<HashMap<ConfigMapRef, watch::Sender<WatchItem>>>,
 }
 
 impl Loader {
@@ -249,12 +252,20 @@ impl Loader {
     pub fn watch(&self, reference: &HandlerRef) -> Option<watch::Receiver<WatchItem>> {
         let HandlerRef::ConfigMap(cm) = reference else { return None };
         let mut watches = self.inner.watches.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(existing) = watches.get(cm) {
-            if existing.has_changed().is_ok() {
-                return Some(existing.clone());
+        // The map holds senders only, so a watch ends with its last receiver;
+        // one without receivers is (being) stopped and is started again.
+        if let Some(sender) = watches.get(cm).filter(|sender| !sender.is_closed()) {
+            let mut receiver = sender.subscribe();
+            // A later caller sees the state as it is now as its first change
+            // (unless there is none yet: then the first read is that change).
+            let read = !matches!(&*receiver.borrow(), Err(message) if message.ends_with(NOT_READ_YET));
+            if read {
+                receiver.mark_changed();
             }
+            return Some(receiver);
         }
-        let (tx, rx) = watch::channel(Err(format!("{reference}: not read yet")));
+        let (tx, rx) = watch::channel(Err(format!("{reference}{NOT_READ_YET}")));
+        watches.insert(cm.clone(), tx.clone());
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(configmap::watch(self.inner.clone(), cm.clone(), tx));
@@ -263,7 +274,6 @@ impl Loader {
                 let _ = tx.send(Err(format!("{reference}: cannot watch: Loader::watch was called outside a tokio runtime")));
             }
         }
-        watches.insert(cm.clone(), rx.clone());
         Some(rx)
     }
 }
@@ -429,7 +439,7 @@ mod tests {
         // A hanging attempt is cut at the timeout, each time.
         let started = std::time::Instant::now();
         let result: Result<(), Failure> =
-            runtime().block_on(with_retries(&options, "t", || std::future::pending::<Result<(), Failure>>()));
+            runtime().block_on(with_retries(&options, "t", std::future::pending::<Result<(), Failure>>));
         assert!(matches!(result, Err(Failure::Timeout)));
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 

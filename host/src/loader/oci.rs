@@ -217,11 +217,9 @@ pub fn component_layer(manifest: &[u8]) -> Result<Descriptor, String> {
 
 pub(super) async fn fetch(inner: &Inner, oci: &OciRef) -> Result<HandlerBytes, LoadError> {
     let whole = oci.whole();
-    if let Some(digest) = &oci.digest {
-        if let Some(found) = from_cache(inner, &whole, digest) {
-            tracing::info!(handler = %whole, layer = %found.digest, "using the blob cache; the registry was not contacted");
-            return Ok(found);
-        }
+    if let Some(found) = oci.digest.as_deref().and_then(|digest| from_cache(inner, &whole, digest)) {
+        tracing::info!(handler = %whole, layer = %found.digest, "using the blob cache; the registry was not contacted");
+        return Ok(found);
     }
     let registry = match inner.registry.get_or_init(|| Registry::new(&inner.options)) {
         Ok(registry) => registry,
