@@ -30,6 +30,10 @@ pub struct Inspection {
     pub size: usize,
     /// `sha256:` of the component bytes (an OCI layer's digest).
     pub digest: String,
+    /// For an OCI reference: the reference to put in a config, pinned by
+    /// the manifest's digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
 }
 
 /// Fetches the handler `text` names. `text` is parsed like the config's
@@ -53,14 +57,19 @@ pub fn inspect(runtime: &Runtime, (reference, bytes): (HandlerRef, HandlerBytes)
         contract: format!("devsieve:handler@{}", info.contract),
         size: handler.size(),
         digest: handler.digest().to_string(),
+        pinned: bytes.pinned.clone(),
     })
 }
 
 impl Inspection {
     pub fn table(&self) -> String {
-        format!(
+        let mut table = format!(
             "reference  {}\norigin     {}\nname       {}\nversion    {}\ncontract   {}\nsize       {} bytes\ndigest     {}\n",
             self.reference, self.origin, self.name, self.version, self.contract, self.size, self.digest
-        )
+        );
+        if let Some(pinned) = &self.pinned {
+            table.push_str(&format!("pin as     {pinned}\n"));
+        }
+        table
     }
 }

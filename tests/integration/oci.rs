@@ -192,6 +192,18 @@ fn a_pushed_handler_is_pulled_by_digest_run_and_served_from_the_cache_when_the_r
     assert_eq!(info["contract"], "devsieve:handler@0.1.0");
     assert_eq!(info["digest"], sha256_digest(&example_bytes()));
     assert!(info["origin"].as_str().unwrap().contains("from the registry"), "{info:#}");
+    assert_eq!(info["pinned"], reference.as_str());
+
+    // Inspecting the tag tells what to pin.
+    let output = devsieve()
+        .args(["handler", "inspect", "--insecure-registry", &registry.addr, "--blob-cache-dir"])
+        .arg(dir.path().join("inspect-blobs"))
+        .arg(format!("{}/handlers/zigbee:1.0.0", registry.addr))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains(&format!("pin as     {reference}")), "{stdout}");
 
     // A tag is refused without allowTags, resolved (and its digest logged) with it.
     let tagged = format!("{}/handlers/zigbee:1.0.0", registry.addr);

@@ -39,6 +39,7 @@ fn extract(inner: &Inner, cm: &ConfigMapRef, object: &ConfigMap) -> Result<Handl
             digest: sha256_digest(bytes),
             bytes: bytes.as_slice().into(),
             origin: format!("{reference} (resourceVersion {version})"),
+            pinned: None,
         });
     }
     if object.data.as_ref().is_some_and(|data| data.contains_key(&cm.key)) {
@@ -111,7 +112,12 @@ fn fallback(inner: &Inner, cm: &ConfigMapRef, why: String) -> Result<HandlerByte
     match cached {
         Some((digest, bytes)) => {
             tracing::warn!(handler = %reference, %digest, reason = %why, "using the blob cache's copy of what this key last held");
-            Ok(HandlerBytes { bytes: bytes.into(), origin: format!("{reference} (from the blob cache)"), digest })
+            Ok(HandlerBytes {
+                bytes: bytes.into(),
+                origin: format!("{reference} (from the blob cache)"),
+                digest,
+                pinned: None,
+            })
         }
         None => Err(LoadError::ConfigMap { reference, reason: format!("cannot read it: {why}") }),
     }

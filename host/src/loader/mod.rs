@@ -56,6 +56,9 @@ pub struct HandlerBytes {
     /// Where the bytes came from, for logs and `handler inspect`, e.g.
     /// `registry.example.com/h/zigbee@sha256:… (from the registry)`.
     pub origin: String,
+    /// For an OCI reference: the reference pinned by its manifest digest
+    /// (`registry/repository:tag@sha256:…`), what a config should say.
+    pub pinned: Option<String>,
 }
 
 /// One item of [`Loader::watch`]: the handler as it now is, or why it is
@@ -220,7 +223,12 @@ impl Loader {
                     reference: reference.to_string(),
                     reason: "no such built-in handler".into(),
                 })?;
-                Ok(HandlerBytes { digest: sha256_digest(bytes), bytes: bytes.into(), origin: "built in".into() })
+                Ok(HandlerBytes {
+                    digest: sha256_digest(bytes),
+                    bytes: bytes.into(),
+                    origin: "built in".into(),
+                    pinned: None,
+                })
             }
             HandlerRef::File(path) => {
                 let file_error = |source| LoadError::File { path: path.clone(), source };
@@ -232,6 +240,7 @@ impl Loader {
                     digest: sha256_digest(&bytes),
                     bytes: bytes.into(),
                     origin: format!("file {}", path.display()),
+                    pinned: None,
                 })
             }
             HandlerRef::Oci(oci) => oci::fetch(&self.inner, oci).await,

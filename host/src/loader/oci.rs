@@ -217,7 +217,7 @@ pub fn component_layer(manifest: &[u8]) -> Result<Descriptor, String> {
 
 pub(super) async fn fetch(inner: &Inner, oci: &OciRef) -> Result<HandlerBytes, LoadError> {
     let whole = oci.whole();
-    if let Some(found) = oci.digest.as_deref().and_then(|digest| from_cache(inner, &whole, digest)) {
+    if let Some(found) = oci.digest.as_deref().and_then(|digest| from_cache(inner, oci, &whole, digest)) {
         tracing::info!(handler = %whole, layer = %found.digest, "using the blob cache; the registry was not contacted");
         return Ok(found);
     }
@@ -234,7 +234,7 @@ pub(super) async fn fetch(inner: &Inner, oci: &OciRef) -> Result<HandlerBytes, L
         Ok(found) => Ok(found),
         Err(error @ (LoadError::Timeout { .. } | LoadError::Registry { .. })) if oci.digest.is_none() => {
             let cached = inner.blobs.as_ref().and_then(|blobs| blobs.recall(&whole)).and_then(|digest| {
-                from_cache(inner, &whole, &digest).map(|found| (digest, found))
+                from_cache(inner, oci, &whole, &digest).map(|found| (digest, found))
             });
             match cached {
                 Some((digest, found)) => {
@@ -251,7 +251,7 @@ pub(super) async fn fetch(inner: &Inner, oci: &OciRef) -> Result<HandlerBytes, L
 
 /// The handler behind manifest `digest`, if the blob cache holds the
 /// manifest and its layer (both verified as they are read).
-fn from_cache(inner: &Inner, whole: &str, digest: &str) -> Option<HandlerBytes> {
+fn from_cache(inner: &Inner, oci: &OciRef, whole: &str, digest: &str) -> Option<HandlerBytes> {
     let blobs = inner.blobs.as_ref()?;
     let manifest = blobs.get(digest, MAX_MANIFEST_BYTES)?;
     let layer = match component_layer(&manifest) {
@@ -266,6 +266,7 @@ fn from_cache(inner: &Inner, whole: &str, digest: &str) -> Option<HandlerBytes> 
         bytes: bytes.into(),
         origin: format!("{whole} (manifest {digest}, from the blob cache)"),
         digest: layer.digest,
+        pinned: Some(pinned(oci, digest)),
     })
 }
 
@@ -358,7 +359,13 @@ async fn pull(inner: &Inner, registry: &Registry, oci: &OciRef, whole: &str) -> 
         bytes: bytes.into(),
         origin: format!("{}/{}@{manifest_digest} (from the registry)", oci.registry, oci.repository),
         digest: layer.digest,
+        pinned: Some(pinned(oci, &manifest_digest)),
     })
+}
+
+/// `oci` pinned by `digest`, keeping its tag for readers.
+fn pinned(oci: &OciRef, digest: &str) -> String {
+    OciRef { digest: Some(digest.to_string()), ..oci.clone() }.whole()
 }
 
 /// One try at the layer: streamed, capped, hashed here.
