@@ -5,6 +5,9 @@
 //! ```ignore
 //! let loader = Loader::new(LoaderOptions { blob_cache_dir: Some(dir), ..Default::default() });
 //! let bytes = loader.fetch(&resource.handler).await?;          // HandlerBytes
+//! // Handler calls (load, needs, select, group) block: run them off the async
+//! // threads (spawn_blocking or a plain thread), never inside an async task —
+//! // wasmtime-wasi's sync bindings `block_on` and panic there.
 //! let handler = runtime.load(&resource.handler.to_string(), &bytes.bytes)?;
 //! if let Some(mut updates) = loader.watch(&resource.handler) {  // ConfigMaps only
 //!     while updates.changed().await.is_ok() {
