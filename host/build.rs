@@ -12,6 +12,11 @@ use std::process::Command;
 const GUESTS: &[&str] = &["udev-rule", "glob", "usb-id"];
 /// Components only the tests use (`tests/`); built in the same cargo run.
 const TEST_GUESTS: &[&str] = &["hostile-handler", "old-contract-handler"];
+/// The handler a user copies (examples/custom-handler): a standalone crate
+/// with its own workspace and lock file, built as its README says (release,
+/// for wasm32-wasip2) into the same target directory, so the tests run it.
+const EXAMPLE: &str = "examples/custom-handler";
+const EXAMPLE_FILE: &str = "zigbee_coordinator.wasm";
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "guest";
 
@@ -24,6 +29,9 @@ fn main() {
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
     for guest in TEST_GUESTS {
         println!("cargo:rerun-if-changed={}", root.join("tests").join(guest).display());
+    }
+    for file in ["src", "Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(EXAMPLE).join(file).display());
     }
     println!("cargo:rerun-if-env-changed=DEVSIEVE_GUESTS_TARGET_DIR");
     println!("cargo:rerun-if-env-changed=DEVSIEVE_PREBUILT_GUESTS");
@@ -38,6 +46,7 @@ fn main() {
             copy(&dir.join(&file), &out_dir.join(&file));
         }
         println!("cargo:rustc-env=DEVSIEVE_TEST_GUESTS_DIR={}", dir.display());
+        println!("cargo:rustc-env=DEVSIEVE_EXAMPLE_HANDLER={}", dir.join(EXAMPLE_FILE).display());
         return;
     }
 
@@ -46,7 +55,7 @@ fn main() {
         .unwrap_or_else(|| root.join("target").join("guests"));
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
+    let mut command = Command::new(&cargo);
     command
         .current_dir(root)
         .args(["build", "--locked", "--target", TARGET, "--profile", PROFILE])
@@ -73,6 +82,25 @@ fn main() {
         copy(&built, &out_dir.join(&file));
     }
     println!("cargo:rustc-env=DEVSIEVE_TEST_GUESTS_DIR={}", out_dir.display());
+
+    let mut example = Command::new(&cargo);
+    example
+        .current_dir(root.join(EXAMPLE))
+        .args(["build", "--locked", "--release", "--target", TARGET])
+        .arg("--manifest-path")
+        .arg(root.join(EXAMPLE).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER"] {
+        example.env_remove(var);
+    }
+    let status = example.status().expect("could not run cargo to build examples/custom-handler");
+    if !status.success() {
+        panic!("building {EXAMPLE} for {TARGET} failed (see above)");
+    }
+    let built = target_dir.join(TARGET).join("release").join(EXAMPLE_FILE);
+    copy(&built, &out_dir.join(EXAMPLE_FILE));
+    println!("cargo:rustc-env=DEVSIEVE_EXAMPLE_HANDLER={}", out_dir.join(EXAMPLE_FILE).display());
 }
 
 fn copy(from: &Path, to: &Path) {

@@ -16,7 +16,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::discover;
+use crate::discover::{self, ResourceError};
+use crate::loader::Loader;
 use crate::evaluator::{Coalescing, Evaluator, Input};
 use crate::handler::Runtime;
 use crate::kubelet::{Advertiser, AdvertiserOptions, KubeletError};
@@ -52,13 +53,28 @@ pub enum AgentError {
     Io { what: &'static str, source: std::io::Error },
 }
 
-pub fn run(options: AgentOptions, runtime: Runtime) -> Result<(), AgentError> {
+pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<(), AgentError> {
     let config = Config::load(&options.config_file)?;
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| AgentError::Io { what: "starting the async runtime", source })?;
+    let loader = Arc::new(loader);
+    let fetched = tokio.block_on(discover::fetch(&loader, &config));
     let mut prepared = Vec::new();
+    let mut pending = Vec::new();
+    let mut pending_errors = Vec::new();
     let mut errors = Vec::new();
-    for result in discover::prepare(&runtime, &config) {
+    for (result, resource) in discover::prepare(&runtime, &fetched, &config).into_iter().zip(&config.resources) {
         match result {
             Ok(p) => prepared.push(p),
+            // A handler that cannot be had now (a registry down, not cached)
+            // costs that resource only: it is served without devices and
+            // fetched again. Anything wrong with the config stops the start.
+            Err(error @ ResourceError::Load { .. }) => {
+                pending_errors.push((resource.name.clone(), error.to_string()));
+                pending.push(resource.clone());
+            }
             Err(error) => errors.push(error.to_string()),
         }
     }
@@ -87,6 +103,9 @@ pub fn run(options: AgentOptions, runtime: Runtime) -> Result<(), AgentError> {
         Sources::local(),
         &config,
         prepared,
+        pending,
+        loader,
+        tokio.handle().clone(),
         registry_tx,
         metrics.clone(),
         options.coalescing,
@@ -108,7 +127,7 @@ pub fn run(options: AgentOptions, runtime: Runtime) -> Result<(), AgentError> {
         let _ = first_rx.recv_timeout(Duration::from_secs(2));
     }
     evaluator.watch(inputs_tx.clone()).map_err(|source| AgentError::Io { what: "watching files (inotify)", source })?;
-    evaluator.initial();
+    evaluator.initial(pending_errors);
     let mut registry = registry;
     // The first evaluations are in before the first registration, so the
     // kubelet's first list is the full one.
@@ -120,10 +139,6 @@ pub fn run(options: AgentOptions, runtime: Runtime) -> Result<(), AgentError> {
         .spawn(move || evaluator.run(inputs_rx))
         .map_err(|source| AgentError::Io { what: "starting the evaluator thread", source })?;
 
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| AgentError::Io { what: "starting the async runtime", source })?;
     let result = tokio.block_on(async move {
         let shutdown = CancellationToken::new();
         let listener = tokio::net::TcpListener::from_std(listener)

@@ -3,14 +3,14 @@
 //! prints the result; the agent advertises it.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::config::{Config, HandlerRef, Resource};
 use crate::handler::bindings::{DeviceGroup, Requirements};
-use crate::handler::{self, LoadedHandler, Runtime, builtin};
+use crate::handler::{self, LoadedHandler, Runtime};
+use crate::loader::{HandlerBytes, LoadError, Loader};
 use crate::names;
 use crate::evaluate::ResourceEval;
 use crate::source::{SourceError, Sources};
@@ -19,8 +19,8 @@ use crate::source::{SourceError, Sources};
 pub enum ResourceError {
     #[error("{resource}: {error}")]
     Handler { resource: String, error: handler::Error },
-    #[error("{resource}: cannot read handler {path}: {source}")]
-    HandlerFile { resource: String, path: PathBuf, source: std::io::Error },
+    #[error("{resource}: {error}")]
+    Load { resource: String, error: Arc<LoadError> },
     #[error("{resource}: {error}")]
     Source { resource: String, error: SourceError },
 }
@@ -32,22 +32,68 @@ pub struct Prepared {
     pub needs: Requirements,
 }
 
+/// Every distinct handler of a config, fetched by the [`Loader`].
+#[derive(Debug, Default)]
+pub struct Fetched {
+    handlers: HashMap<HandlerRef, Result<HandlerBytes, Arc<LoadError>>>,
+}
+
+/// Fetches every distinct handler of `config`, concurrently (a slow registry
+/// does not delay the others). Handler calls must not run on a tokio
+/// runtime's thread (wasmtime-wasi's sync bindings block on their own), so
+/// fetching is this async step and [`prepare`] the sync one after it.
+pub async fn fetch(loader: &Loader, config: &Config) -> Fetched {
+    fetch_refs(loader, config.resources.iter().map(|r| &r.handler)).await
+}
+
+/// Fetches the distinct handlers among `references`.
+pub async fn fetch_refs<'a>(loader: &Loader, references: impl IntoIterator<Item = &'a HandlerRef>) -> Fetched {
+    let mut distinct: Vec<&HandlerRef> = Vec::new();
+    for reference in references {
+        if !distinct.contains(&reference) {
+            distinct.push(reference);
+        }
+    }
+    let results = futures_util::future::join_all(distinct.iter().map(|reference| loader.fetch(reference))).await;
+    Fetched { handlers: distinct.into_iter().cloned().zip(results.into_iter().map(|r| r.map_err(Arc::new))).collect() }
+}
+
+impl Fetched {
+    /// `reference`'s bytes as they arrived some other way (a ConfigMap update).
+    pub fn insert(&mut self, reference: HandlerRef, bytes: HandlerBytes) {
+        self.handlers.insert(reference, Ok(bytes));
+    }
+
+    /// The digest of what was fetched for `reference`, if it was.
+    pub fn digest(&self, reference: &HandlerRef) -> Option<&str> {
+        match self.handlers.get(reference) {
+            Some(Ok(bytes)) => Some(&bytes.digest),
+            _ => None,
+        }
+    }
+}
+
 /// Handlers loaded so far, by reference: each distinct handler is loaded once.
 pub type Loaded = HashMap<HandlerRef, Arc<LoadedHandler>>;
 
 /// Loads each resource's handler (once per distinct handler) and checks the
 /// resource's config with it. One bad resource does not stop the others.
-pub fn prepare(runtime: &Runtime, config: &Config) -> Vec<Result<Prepared, ResourceError>> {
+pub fn prepare(runtime: &Runtime, fetched: &Fetched, config: &Config) -> Vec<Result<Prepared, ResourceError>> {
     let mut loaded = Loaded::new();
-    config.resources.iter().map(|resource| prepare_one(runtime, resource, &mut loaded)).collect()
+    config.resources.iter().map(|resource| prepare_one(runtime, fetched, resource, &mut loaded)).collect()
 }
 
 /// Loads `resource`'s handler (reusing one in `loaded`) and asks it what to collect.
-pub fn prepare_one(runtime: &Runtime, resource: &Resource, loaded: &mut Loaded) -> Result<Prepared, ResourceError> {
+pub fn prepare_one(
+    runtime: &Runtime,
+    fetched: &Fetched,
+    resource: &Resource,
+    loaded: &mut Loaded,
+) -> Result<Prepared, ResourceError> {
     let handler = match loaded.get(&resource.handler) {
         Some(handler) => handler.clone(),
         None => {
-            let handler = load(runtime, resource)?;
+            let handler = load(runtime, resource, fetched)?;
             loaded.insert(resource.handler.clone(), handler.clone());
             handler
         }
@@ -58,16 +104,20 @@ pub fn prepare_one(runtime: &Runtime, resource: &Resource, loaded: &mut Loaded) 
     Ok(Prepared { resource: resource.clone(), handler, needs })
 }
 
-fn load(runtime: &Runtime, resource: &Resource) -> Result<Arc<LoadedHandler>, ResourceError> {
-    let name = resource.handler.to_string();
-    let bytes: std::borrow::Cow<'static, [u8]> = match &resource.handler {
-        HandlerRef::Builtin(builtin) => builtin::get(builtin).expect("config checked built-in names").into(),
-        HandlerRef::File(path) => std::fs::read(path)
-            .map_err(|source| ResourceError::HandlerFile { resource: resource.name.clone(), path: path.clone(), source })?
-            .into(),
+fn load(runtime: &Runtime, resource: &Resource, fetched: &Fetched) -> Result<Arc<LoadedHandler>, ResourceError> {
+    let load_error = |error| ResourceError::Load { resource: resource.name.clone(), error };
+    let bytes = match fetched.handlers.get(&resource.handler) {
+        Some(Ok(bytes)) => bytes,
+        Some(Err(error)) => return Err(load_error(error.clone())),
+        None => {
+            return Err(load_error(Arc::new(LoadError::Artifact {
+                reference: resource.handler.to_string(),
+                reason: "was not fetched (fetch with the config it belongs to)".into(),
+            })));
+        }
     };
     runtime
-        .load(&name, &bytes)
+        .load(&resource.handler.to_string(), &bytes.bytes)
         .map_err(|error| ResourceError::Handler { resource: resource.name.clone(), error })
 }
 
@@ -135,9 +185,10 @@ pub struct Report {
     pub error: Option<String>,
 }
 
-/// Runs the whole pipeline once over every resource of `config`.
-pub fn discover(runtime: &Runtime, sources: &Sources, config: &Config) -> Vec<Report> {
-    prepare(runtime, config)
+/// Runs the whole pipeline once over every resource of `config`, whose
+/// handlers are in `fetched`.
+pub fn discover(runtime: &Runtime, fetched: &Fetched, sources: &Sources, config: &Config) -> Vec<Report> {
+    prepare(runtime, fetched, config)
         .into_iter()
         .zip(&config.resources)
         .map(|(prepared, resource)| {

@@ -26,8 +26,9 @@ use std::time::{Duration, Instant, SystemTime};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::config::{Config, HandlerRef};
-use crate::discover::{self, Loaded, ResourceError};
+use crate::config::{Config, HandlerRef, Resource};
+use crate::discover::{self, Fetched, Loaded, ResourceError};
+use crate::loader::{Loader, WatchItem};
 use crate::evaluate::{Evaluation, ResourceEval, UdevEvent};
 use crate::handler::Runtime;
 use crate::metrics::Metrics;
@@ -45,6 +46,8 @@ pub enum Input {
     Paths,
     /// Something changed next to the config file or a handler file.
     Files,
+    /// A handler that can change at its source (a ConfigMap) changed.
+    Handler { reference: HandlerRef, update: WatchItem },
     Shutdown,
 }
 
@@ -65,6 +68,9 @@ impl Default for Coalescing {
 /// Re-enumeration while the udev monitor is down.
 const FALLBACK_FIRST: Duration = Duration::from_secs(1);
 const FALLBACK_MAX: Duration = Duration::from_secs(30);
+/// Fetching again a handler that could not be fetched (a registry down).
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 pub struct Evaluator {
     runtime: Runtime,
@@ -86,6 +92,17 @@ pub struct Evaluator {
     fallback: Option<Duration>,
     /// Per resource, the digest of a handler file that was refused.
     refused_handlers: BTreeMap<String, String>,
+    loader: Arc<Loader>,
+    /// The agent's async runtime, for fetching and for ConfigMap watches.
+    handle: tokio::runtime::Handle,
+    inputs: Option<std::sync::mpsc::Sender<Input>>,
+    /// Forwarders of handler updates (ConfigMaps), by reference.
+    forwarders: BTreeMap<String, (HandlerRef, tokio::task::JoinHandle<()>)>,
+    /// Resources whose handler could not be fetched yet: served with no
+    /// devices, fetched again with backoff.
+    pending: BTreeMap<String, Resource>,
+    /// `Some(next delay)` while a resource is pending.
+    retry: Option<Duration>,
 }
 
 /// One burst of inputs, folded.
@@ -96,6 +113,7 @@ struct Batch {
     monitor_down: Option<String>,
     paths: bool,
     files: bool,
+    handlers: Vec<(HandlerRef, WatchItem)>,
     shutdown: bool,
 }
 
@@ -113,6 +131,7 @@ impl Batch {
             }
             Input::Paths => self.paths = true,
             Input::Files => self.files = true,
+            Input::Handler { reference, update } => self.handlers.push((reference, update)),
             Input::Shutdown => self.shutdown = true,
         }
     }
@@ -127,13 +146,18 @@ fn spec(resource: &crate::config::Resource) -> ResourceSpec {
 }
 
 impl Evaluator {
-    /// The stage for `config`, whose resources are `prepared` already (the
-    /// agent refuses to start with a config that does not prepare).
+    /// The stage for `config`, whose resources are `prepared` already or
+    /// `pending` (their handler could not be fetched: the agent starts
+    /// anyway and fetches them again).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         runtime: Runtime,
         sources: Sources,
         config: &Config,
         prepared: Vec<discover::Prepared>,
+        pending: Vec<Resource>,
+        loader: Arc<Loader>,
+        handle: tokio::runtime::Handle,
         registry: UnboundedSender<registry::Input>,
         metrics: Arc<Metrics>,
         coalescing: Coalescing,
@@ -155,6 +179,12 @@ impl Evaluator {
             files: None,
             fallback: None,
             refused_handlers: BTreeMap::new(),
+            loader,
+            handle,
+            inputs: None,
+            forwarders: BTreeMap::new(),
+            retry: (!pending.is_empty()).then_some(RETRY_FIRST),
+            pending: pending.into_iter().map(|r| (r.name.clone(), r)).collect(),
         }
     }
 
@@ -163,8 +193,9 @@ impl Evaluator {
         self.resources.values().any(ResourceEval::wants_udev)
     }
 
-    /// Starts the path and file watches, reporting into `inputs`.
+    /// Starts the path, file and ConfigMap watches, reporting into `inputs`.
     pub fn watch(&mut self, inputs: std::sync::mpsc::Sender<Input>) -> std::io::Result<()> {
+        self.inputs = Some(inputs.clone());
         let paths_tx = inputs.clone();
         self.paths = Some(PathWatch::start(move || paths_tx.send(Input::Paths).is_ok())?);
         let files_tx = inputs;
@@ -179,8 +210,11 @@ impl Evaluator {
     }
 
     /// Tells the registry the resources and evaluates each once.
-    pub fn initial(&mut self) {
+    pub fn initial(&mut self, pending_errors: Vec<(String, String)>) {
         self.send_resources();
+        for (name, error) in pending_errors {
+            self.report_error(&name, error, "load");
+        }
         let names: Vec<String> = self.resources.keys().cloned().collect();
         for name in names {
             let resource = self.resources.get_mut(&name).expect("listed above");
@@ -192,7 +226,13 @@ impl Evaluator {
     /// Serves inputs until `Shutdown` or until every sender is gone.
     pub fn run(mut self, inputs: Receiver<Input>) {
         loop {
-            let first = match self.fallback {
+            // Idle means blocked without a timeout; timers run only while
+            // the udev monitor is down or a handler could not be fetched.
+            let timer = match (self.fallback, self.retry) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let first = match timer {
                 None => match inputs.recv() {
                     Ok(input) => input,
                     Err(_) => return,
@@ -200,8 +240,14 @@ impl Evaluator {
                 Some(delay) => match inputs.recv_timeout(delay) {
                     Ok(input) => input,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.fallback = Some((delay * 2).min(FALLBACK_MAX));
-                        self.rescan(|r| r.wants_udev());
+                        if let Some(fallback) = self.fallback {
+                            self.fallback = Some((fallback * 2).min(FALLBACK_MAX));
+                            self.rescan(|r| r.wants_udev());
+                        }
+                        if let Some(retry) = self.retry {
+                            self.retry = Some((retry * 2).min(RETRY_MAX));
+                            self.retry_pending();
+                        }
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => return,
@@ -230,6 +276,10 @@ impl Evaluator {
     fn process(&mut self, batch: Batch) {
         if batch.files {
             self.reload_files();
+            self.retry_pending();
+        }
+        for (reference, update) in batch.handlers {
+            self.handler_changed(&reference, update);
         }
         if let Some(error) = batch.monitor_down {
             tracing::error!(%error, "udev events are not seen: re-enumerating with backoff until the monitor is back");
@@ -294,7 +344,7 @@ impl Evaluator {
         let Some(Evaluation { outcome, took }) = evaluation else { return };
         let failure = outcome.as_ref().err().map(|error| match error {
             ResourceError::Handler { error, .. } => error.kind(),
-            ResourceError::HandlerFile { .. } => "load",
+            ResourceError::Load { .. } => "load",
             ResourceError::Source { .. } => "source",
         });
         self.metrics.evaluation(name, took, failure);
@@ -317,12 +367,154 @@ impl Evaluator {
         let _ = self.registry.send(registry::Input::Evaluated { resource: name.to_string(), outcome, info });
     }
 
+    /// Reports a failure that is not an evaluation (the handler could not be
+    /// had): the resource's devices stay as they are, unhealthy.
+    fn report_error(&mut self, name: &str, error: String, kind: &'static str) {
+        self.metrics.evaluation(name, Duration::ZERO, Some(kind));
+        if self.last_error.get(name) != Some(&error) {
+            tracing::warn!(resource = %name, %error, "no handler to evaluate with");
+            self.last_error.insert(name.to_string(), error.clone());
+        }
+        let info = EvaluationInfo { at: SystemTime::now(), took: Duration::ZERO, error: Some(error.clone()) };
+        let _ = self.registry.send(registry::Input::Evaluated { resource: name.to_string(), outcome: Err(error), info });
+    }
+
+    /// Reports that the running handler stays although its source changed
+    /// (a refused file or ConfigMap update): devices stay healthy.
+    fn report_kept(&mut self, name: &str, message: String) {
+        tracing::error!(resource = %name, "{message}");
+        self.metrics.evaluation(name, Duration::ZERO, Some("reload"));
+        let groups = self.resources.get(name).map(|r| r.last_groups().to_vec()).unwrap_or_default();
+        let info = EvaluationInfo { at: SystemTime::now(), took: Duration::ZERO, error: Some(message) };
+        let _ = self.registry.send(registry::Input::Evaluated { resource: name.to_string(), outcome: Ok(groups), info });
+    }
+
+    fn fetch<'a>(&self, references: impl IntoIterator<Item = &'a HandlerRef>) -> Fetched {
+        self.handle.block_on(discover::fetch_refs(&self.loader, references))
+    }
+
+    /// Fetches the pending resources' handlers again; those that load join the rest.
+    fn retry_pending(&mut self) {
+        if self.pending.is_empty() {
+            self.retry = None;
+            return;
+        }
+        let resources: Vec<Resource> = self.pending.values().cloned().collect();
+        let fetched = self.fetch(resources.iter().map(|r| &r.handler));
+        let mut loaded = Loaded::new();
+        for resource in resources {
+            match discover::prepare_one(&self.runtime, &fetched, &resource, &mut loaded) {
+                Ok(prepared) => {
+                    tracing::info!(resource = %resource.name, handler = %resource.handler, "handler fetched: serving");
+                    self.pending.remove(&resource.name);
+                    let mut eval = ResourceEval::new(prepared);
+                    let evaluation = eval.rescan(&self.runtime, &self.sources);
+                    self.resources.insert(resource.name.clone(), eval);
+                    self.report(&resource.name, evaluation);
+                }
+                Err(error) => self.report_error(&resource.name, error.to_string(), "load"),
+            }
+        }
+        if self.pending.is_empty() {
+            self.retry = None;
+        }
+        self.replan_watches();
+    }
+
+    /// A ConfigMap handler changed or went away.
+    fn handler_changed(&mut self, reference: &HandlerRef, update: WatchItem) {
+        let users: Vec<String> = self
+            .resources
+            .iter()
+            .filter(|(_, r)| r.prepared.resource.handler == *reference)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let bytes = match update {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                for name in users {
+                    self.report_kept(&name, format!("handler {reference}: {error}; the last good handler keeps running"));
+                }
+                return;
+            }
+        };
+        let mut fetched = Fetched::default();
+        fetched.insert(reference.clone(), bytes.clone());
+        let mut loaded = Loaded::new();
+        for name in users {
+            if self.resources[&name].prepared.handler.digest() == bytes.digest {
+                continue;
+            }
+            let resource = self.resources[&name].prepared.resource.clone();
+            match discover::prepare_one(&self.runtime, &fetched, &resource, &mut loaded) {
+                Ok(prepared) => {
+                    tracing::info!(resource = %name, handler = %reference, digest = %bytes.digest, "handler updated: reloaded");
+                    let eval = self.resources.get_mut(&name).expect("listed above");
+                    *eval = ResourceEval::new(prepared);
+                    let evaluation = eval.rescan(&self.runtime, &self.sources);
+                    self.report(&name, evaluation);
+                }
+                Err(error) => self.report_kept(
+                    &name,
+                    format!("handler {reference} changed but was refused, the previous handler keeps running: {error}"),
+                ),
+            }
+        }
+        if self.pending.values().any(|r| r.handler == *reference) {
+            self.retry_pending();
+        }
+    }
+
+    /// Follows the ConfigMap handlers in use: one forwarder per reference.
+    fn replan_forwarders(&mut self) {
+        let Some(inputs) = self.inputs.clone() else { return };
+        let wanted: BTreeMap<String, HandlerRef> = self
+            .resources
+            .values()
+            .map(|r| &r.prepared.resource.handler)
+            .chain(self.pending.values().map(|r| &r.handler))
+            .filter(|h| matches!(h, HandlerRef::ConfigMap(_)))
+            .map(|h| (h.to_string(), h.clone()))
+            .collect();
+        self.forwarders.retain(|key, (_, task)| {
+            let keep = wanted.contains_key(key);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let _guard = self.handle.enter();
+        for (key, reference) in wanted {
+            if self.forwarders.contains_key(&key) {
+                continue;
+            }
+            let Some(mut updates) = self.loader.watch(&reference) else { continue };
+            let inputs = inputs.clone();
+            let forwarded = reference.clone();
+            let task = self.handle.spawn(async move {
+                while updates.changed().await.is_ok() {
+                    let update = updates.borrow_and_update().clone();
+                    if inputs.send(Input::Handler { reference: forwarded.clone(), update }).is_err() {
+                        return;
+                    }
+                }
+            });
+            self.forwarders.insert(key, (reference, task));
+        }
+    }
+
     fn send_resources(&self) {
-        let resources = self.resources.values().map(|r| spec(&r.prepared.resource)).collect();
+        let resources = self
+            .resources
+            .values()
+            .map(|r| spec(&r.prepared.resource))
+            .chain(self.pending.values().map(spec))
+            .collect();
         let _ = self.registry.send(registry::Input::Resources { generation: self.generation, resources });
     }
 
     fn replan_watches(&mut self) {
+        self.replan_forwarders();
         if let Some(paths) = &mut self.paths {
             let dirs: BTreeSet<PathBuf> = self
                 .resources
@@ -333,10 +525,15 @@ impl Evaluator {
             paths.set(&dirs);
         }
         if let Some(files) = &mut self.files {
-            let handler_files = self.resources.values().filter_map(|r| match &r.prepared.resource.handler {
-                HandlerRef::File(path) => Some(path.as_path()),
-                _ => None,
-            });
+            let handler_files = self
+                .resources
+                .values()
+                .map(|r| &r.prepared.resource.handler)
+                .chain(self.pending.values().map(|r| &r.handler))
+                .filter_map(|handler| match handler {
+                    HandlerRef::File(path) => Some(path.as_path()),
+                    _ => None,
+                });
             files.set(std::iter::once(self.config_file.as_path()).chain(handler_files));
         }
     }
@@ -367,7 +564,9 @@ impl Evaluator {
             Ok(config) => config,
             Err(error) => return self.refuse(error.to_string()),
         };
-        // Validate everything before changing anything.
+        // Validate everything before changing anything: every handler of
+        // the new config must be had and must accept its config.
+        let fetched = self.fetch(config.resources.iter().map(|r| &r.handler));
         let mut loaded = Loaded::new();
         let mut next: Vec<(String, Option<discover::Prepared>)> = Vec::new();
         for resource in &config.resources {
@@ -378,7 +577,7 @@ impl Evaluator {
                 next.push((resource.name.clone(), None));
                 continue;
             }
-            match discover::prepare_one(&self.runtime, resource, &mut loaded) {
+            match discover::prepare_one(&self.runtime, &fetched, resource, &mut loaded) {
                 Ok(prepared) => next.push((resource.name.clone(), Some(prepared))),
                 Err(error) => return self.refuse(error.to_string()),
             }
@@ -399,10 +598,12 @@ impl Evaluator {
                 }
             }
         }
-        for name in old.keys() {
+        for name in old.keys().chain(self.pending.keys()) {
             tracing::info!(resource = %name, "resource removed");
             self.last_error.remove(name);
         }
+        self.pending.clear();
+        self.retry = None;
         self.generation += 1;
         self.metrics.config_reload(true, self.generation);
         tracing::info!(generation = self.generation, resources = self.resources.len(), "config applied");
@@ -425,10 +626,12 @@ impl Evaluator {
             .filter(|(_, r)| !handler_file_unchanged(&r.prepared.resource.handler, r.prepared.handler.digest()))
             .map(|(name, _)| name.clone())
             .collect();
+        let resources: Vec<Resource> = names.iter().map(|name| self.resources[name].prepared.resource.clone()).collect();
+        let fetched = self.fetch(resources.iter().map(|r| &r.handler));
         let mut loaded = Loaded::new();
-        for name in names {
-            let resource = self.resources[&name].prepared.resource.clone();
-            match discover::prepare_one(&self.runtime, &resource, &mut loaded) {
+        for resource in resources {
+            let name = resource.name.clone();
+            match discover::prepare_one(&self.runtime, &fetched, &resource, &mut loaded) {
                 Ok(prepared) => {
                     tracing::info!(resource = %name, handler = %resource.handler, digest = prepared.handler.digest(), "handler file changed: reloaded");
                     self.refused_handlers.remove(&name);
@@ -444,12 +647,10 @@ impl Evaluator {
                         continue;
                     }
                     self.refused_handlers.insert(name.clone(), refused.unwrap_or_default());
-                    let message = format!("handler file changed but was refused, the previous handler keeps running: {error}");
-                    tracing::error!(resource = %name, "{message}");
-                    self.metrics.evaluation(&name, Duration::ZERO, Some("reload"));
-                    let groups = self.resources[&name].last_groups().to_vec();
-                    let info = EvaluationInfo { at: SystemTime::now(), took: Duration::ZERO, error: Some(message) };
-                    let _ = self.registry.send(registry::Input::Evaluated { resource: name, outcome: Ok(groups), info });
+                    self.report_kept(
+                        &name,
+                        format!("handler file changed but was refused, the previous handler keeps running: {error}"),
+                    );
                 }
             }
         }

@@ -16,6 +16,8 @@ pub mod evaluator;
 pub mod handler;
 pub mod kubelet;
 pub mod metrics;
+pub mod inspect;
+pub mod loader;
 pub mod names;
 pub mod ops;
 pub mod output;

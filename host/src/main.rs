@@ -12,6 +12,8 @@ use devsieve::agent::{self, AgentOptions};
 use devsieve::evaluator::Coalescing;
 use devsieve::{bench, discover, output, source::Sources, status};
 use std::time::Duration;
+use devsieve::loader::{Loader, LoaderOptions};
+use devsieve::inspect;
 
 #[derive(Parser)]
 #[command(name = "devsieve", version, about = "Give Kubernetes pods the devices of the node they run on")]
@@ -32,6 +34,27 @@ struct Cli {
     /// Memory one handler call may use, in MiB.
     #[arg(long, env = "DEVSIEVE_HANDLER_MEMORY_MIB", default_value_t = 64, global = true)]
     handler_memory_mib: usize,
+    /// Where handler components pulled from registries and ConfigMaps are
+    /// kept, by digest (default: `blobs` in the cache directory).
+    #[arg(long, env = "DEVSIEVE_BLOB_CACHE_DIR", global = true)]
+    blob_cache_dir: Option<PathBuf>,
+    /// The largest handler component accepted, in MiB.
+    #[arg(long, env = "DEVSIEVE_MAX_HANDLER_MIB", default_value_t = 16, global = true)]
+    max_handler_mib: u64,
+    /// Time one registry or API request may take, in milliseconds.
+    #[arg(long, env = "DEVSIEVE_REGISTRY_TIMEOUT_MS", default_value_t = 20_000, global = true)]
+    registry_timeout_ms: u64,
+    /// Tries per registry fetch, with exponential backoff between them.
+    #[arg(long, env = "DEVSIEVE_REGISTRY_ATTEMPTS", default_value_t = 3, global = true)]
+    registry_attempts: u32,
+    /// A registry (HOST:PORT, as in references) to speak plain http to. Repeatable.
+    #[arg(long = "insecure-registry", env = "DEVSIEVE_INSECURE_REGISTRIES", value_delimiter = ',', global = true)]
+    insecure_registries: Vec<String>,
+    /// Registry credentials: a Docker config file (`auths`), such as a mounted
+    /// kubernetes.io/dockerconfigjson Secret's `.dockerconfigjson`
+    /// (default: ~/.docker/config.json if it exists).
+    #[arg(long, env = "DEVSIEVE_REGISTRY_AUTH_FILE", global = true)]
+    registry_auth_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,6 +106,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Work with handler components.
+    Handler {
+        #[command(subcommand)]
+        command: HandlerCommand,
+    },
     /// Measure full evaluations of synthetic devices through every built-in handler.
     Bench {
         /// Candidates per evaluation.
@@ -111,6 +139,17 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+#[derive(Subcommand)]
+enum HandlerCommand {
+    /// Fetch and compile a handler (a .wasm file, an OCI reference, builtin:NAME,
+    /// configmap:NS/NAME/KEY) and print its name, version, contract, size and digest.
+    Inspect {
+        reference: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = if matches!(cli.command, Command::Run { .. }) { "info" } else { "warn" };
@@ -136,6 +175,28 @@ fn runtime(cli: &Cli) -> anyhow::Result<Runtime> {
     Ok(Runtime::new(cache_dir.as_deref(), limits)?)
 }
 
+fn loader(cli: &Cli) -> Loader {
+    let blob_cache_dir = cli
+        .blob_cache_dir
+        .clone()
+        .or_else(|| cli.cache_dir.clone().or_else(default_cache_dir).map(|dir| dir.join("blobs")));
+    Loader::new(LoaderOptions {
+        blob_cache_dir,
+        max_module_bytes: cli.max_handler_mib << 20,
+        timeout: std::time::Duration::from_millis(cli.registry_timeout_ms),
+        attempts: cli.registry_attempts,
+        insecure_registries: cli.insecure_registries.clone(),
+        registry_auth_file: cli.registry_auth_file.clone().or_else(devsieve::loader::default_docker_config),
+        ..Default::default()
+    })
+}
+
+/// `discover`, `validate` and `inspect` are one-shot: a current-thread runtime serves their fetches.
+fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(runtime.block_on(future))
+}
+
 /// `$XDG_CACHE_HOME/devsieve` or `~/.cache/devsieve`.
 fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("XDG_CACHE_HOME")
@@ -149,7 +210,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Discover { config, json } => {
             let config = Config::load(config)?;
             let runtime = runtime(&cli)?;
-            let reports = discover::discover(&runtime, &Sources::local(), &config);
+            let fetched = block_on(discover::fetch(&loader(&cli), &config))?;
+            let reports = discover::discover(&runtime, &fetched, &Sources::local(), &config);
             print!("{}", if *json { output::json(&reports) + "\n" } else { output::table(&reports) });
             let failed = reports.iter().any(|r| r.error.is_some());
             Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
@@ -158,7 +220,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(config)?;
             let runtime = runtime(&cli)?;
             let mut failed = false;
-            for prepared in discover::prepare(&runtime, &config) {
+            let fetched = block_on(discover::fetch(&loader(&cli), &config))?;
+            for prepared in discover::prepare(&runtime, &fetched, &config) {
                 if let Err(error) = prepared {
                     eprintln!("{}: {error}", config.file.display());
                     failed = true;
@@ -179,7 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 coalescing: Coalescing { settle: *event_settle, ..Coalescing::default() },
                 register_timeout: *register_timeout,
             };
-            agent::run(options, runtime(&cli)?)?;
+            agent::run(options, runtime(&cli)?, loader(&cli))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { listen, json } => {
@@ -188,6 +251,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", devsieve::ops::format_report(&report, std::time::SystemTime::now()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Handler { command: HandlerCommand::Inspect { reference, json } } => {
+            let runtime = runtime(&cli)?;
+            let fetched = block_on(inspect::fetch(&loader(&cli), reference))??;
+            let inspection = inspect::inspect(&runtime, fetched)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&inspection)?);
+            } else {
+                print!("{}", inspection.table());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -48,3 +48,48 @@ pub fn report<'a>(reports: &'a serde_json::Value, resource: &str) -> &'a serde_j
         .find(|r| r["resource"] == resource)
         .unwrap_or_else(|| panic!("no report for {resource} in {reports:#}"))
 }
+
+/// The example handler (examples/custom-handler), built by host/build.rs as
+/// its README says.
+pub fn example_handler() -> PathBuf {
+    PathBuf::from(env!("DEVSIEVE_EXAMPLE_HANDLER"))
+}
+
+/// A umockdev tree of the workspace's tests/cases.
+pub fn case_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases").join(relative)
+}
+
+/// `command` (usually [`devsieve`] with arguments) run over the mocked
+/// sysfs `tree` by umockdev-run, with the same environment.
+pub fn under_umockdev(tree: &Path, command: &Command) -> Output {
+    let mut wrapped = Command::new("umockdev-run");
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped.arg("--device").arg(tree).arg("--").arg(command.get_program()).args(command.get_args());
+    wrapped.output().expect("running umockdev-run")
+}
+
+/// The JSON reports `discover --json` printed, or a panic showing what it printed.
+pub fn reports_of(output: &Output) -> serde_json::Value {
+    let (stdout, stderr) = text(output);
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("discover printed no JSON ({e}):\nstdout: {stdout}\nstderr: {stderr}"))
+}
+
+/// The host paths of the device nodes `report` grants, sorted.
+pub fn granted_nodes(report: &serde_json::Value) -> Vec<String> {
+    let mut nodes: Vec<String> = report["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["device_nodes"].as_array().into_iter().flatten())
+        .map(|n| n["host_path"].as_str().unwrap_or_default().to_string())
+        .collect();
+    nodes.sort();
+    nodes
+}

@@ -3,8 +3,11 @@
 
 mod agent;
 mod common;
+mod configmap;
+mod custom_handler;
 mod examples;
 mod hostile;
 mod hotplug;
 mod kubelet;
+mod oci;
 mod udev_cases;

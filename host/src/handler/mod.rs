@@ -171,8 +171,12 @@ impl Runtime {
         let digest_hex = &digest["sha256:".len()..];
         let cached = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, digest_hex));
         let component = match cached {
-            Some(component) => component,
+            Some(component) => {
+                tracing::debug!(handler = name, %digest, "loaded the compiled handler from the cache");
+                component
+            }
             None => {
+                let started = Instant::now();
                 if !wasmparser_is_component(bytes) {
                     return Err(fail(
                         "not a WebAssembly component (build it for wasm32-wasip2, e.g. \
@@ -182,6 +186,7 @@ impl Runtime {
                 }
                 let component =
                     Component::new(&self.engine, bytes).map_err(|e| fail(format!("{e:#}")))?;
+                tracing::debug!(handler = name, %digest, elapsed = ?started.elapsed(), "compiled the handler");
                 if let Some(cache) = &self.cache {
                     cache.store(digest_hex, &component);
                 }
