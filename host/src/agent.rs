@@ -113,6 +113,12 @@ pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<()
 
     let (inputs_tx, inputs_rx) = std::sync::mpsc::channel();
     if evaluator.wants_udev() {
+        if !std::path::Path::new("/run/udev/control").exists() && std::env::var_os("UMOCKDEV_DIR").is_none() {
+            tracing::warn!(
+                "/run/udev/control is missing: no udev daemon is visible, so udev events may never arrive \
+                 (in a pod: mount /run/udev and use hostNetwork, udev's netlink events live in the host's network namespace)"
+            );
+        }
         // Listen before enumerating, so no event falls in between.
         let (first_tx, first_rx) = std::sync::mpsc::sync_channel(1);
         let tx = inputs_tx.clone();

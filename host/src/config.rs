@@ -65,6 +65,19 @@ struct RawResource {
     cdi: bool,
 }
 
+/// serde_yaml's message without the path and position it adds itself (the
+/// error names both already, more exactly).
+fn bare_yaml_message(text: &str) -> &str {
+    let text = match text.rfind(" at line ") {
+        Some(at) if text[at + " at line ".len()..].split(" column ").all(|n| n.parse::<u64>().is_ok()) => &text[..at],
+        _ => text,
+    };
+    match text.split_once(": ") {
+        Some((path, rest)) if !path.is_empty() && !path.contains(' ') => rest,
+        _ => text,
+    }
+}
+
 fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(Default::default())
 }
@@ -173,7 +186,9 @@ impl Config {
                 .map(|l| format!("line {} column {}: ", l.line(), l.column()))
                 .unwrap_or_default();
             let field = if path == "." { String::new() } else { format!("{path}: ") };
-            ConfigError::Syntax { file: file.to_path_buf(), location, message: format!("{field}{inner}") }
+            let text = inner.to_string();
+            let message = bare_yaml_message(&text);
+            ConfigError::Syntax { file: file.to_path_buf(), location, message: format!("{field}{message}") }
         })?;
         let field_error = |field: String, message: String| ConfigError::Field { file: file.to_path_buf(), field, message };
 
@@ -395,6 +410,17 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(Path::new("/etc/devsieve/config.yaml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn syntax_errors_name_the_field_once() {
+        let error = parse("resources:\n  - name: keep\n    handler: glob\n    colour: blue\n").unwrap_err();
+        assert!(
+            error.starts_with("/etc/devsieve/config.yaml: line 4 column 5: resources[0].colour: unknown field `colour`"),
+            "{error}"
+        );
+        assert_eq!(error.matches("resources[0]").count(), 1, "{error}");
+        assert!(!error.ends_with("column 5"), "{error}");
     }
 
     #[test]

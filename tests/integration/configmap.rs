@@ -325,3 +325,61 @@ fn no_configmap_reference_no_kubernetes_client() {
     assert!(output.status.success(), "{stderr}");
     assert!(!stderr.contains("Kubernetes client"), "{stderr}");
 }
+
+/// `devsieve run` with a handler in a ConfigMap read through the API: an
+/// update is applied live; a deletion keeps the last good handler serving
+/// and is reported.
+#[test]
+fn the_agent_follows_a_configmap_handler_live_and_keeps_the_last_good_one() {
+    use devsieve_kubelet_sim::KubeletSim;
+
+    use crate::agent::{Agent, SECS};
+
+    let hostile = std::fs::read(test_guest("hostile-handler")).unwrap();
+    let api = MockApi::start("h.wasm", &hostile);
+    let node = crate::kubelet::Node::new();
+    std::fs::write(node.dev().join("x0"), b"").unwrap();
+    let kubeconfig = node.root.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: mock\n  cluster:\n    server: {}\nusers:\n- name: agent\n  user: {{}}\n\
+             contexts:\n- name: mock\n  context: {{cluster: mock, user: agent}}\ncurrent-context: mock\n",
+            api.url
+        ),
+    )
+    .unwrap();
+    node.write_config(
+        "resources:\n  - name: cm\n    handler: configmap:devsieve/handlers/h.wasm\n    allowedRoots: [$DEV]\n    config: {misbehave: none, paths: [$DEV/x0]}\n",
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let kubelet = KubeletSim::start(node.plugins()).unwrap();
+        let listen = crate::agent::free_port();
+        let mut command = crate::agent::run_command(&node.config(), &node.plugins(), listen, &[]);
+        command.env("KUBECONFIG", &kubeconfig);
+        let agent = Agent::spawn(command, listen);
+        kubelet
+            .wait_devices("devsieve.io/cm", SECS(20), |d| d.len() == 1 && d[0].health == "Healthy")
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+
+        // The same handler with one more custom section: a new digest, applied live.
+        let mut updated = hostile.clone();
+        updated.extend_from_slice(&[0, 5, 4, b't', b'e', b's', b't']);
+        api.set(Some(vec![("h.wasm".into(), updated.clone())]));
+        agent
+            .wait_status(SECS(10), "the update", |_| agent.log().contains("handler updated: reloaded"))
+            .await;
+        assert!(agent.log().contains(&sha256_digest(&updated)), "{}", agent.log());
+
+        api.set(None);
+        agent
+            .wait_status(SECS(10), "the deletion reported", |s| {
+                s["resources"][0]["last_error"].as_str().is_some_and(|e| e.contains("was deleted"))
+            })
+            .await;
+        assert_eq!(kubelet.latest("devsieve.io/cm").unwrap().devices[0].health, "Healthy", "the last good handler serves");
+        assert_eq!(kubelet.registration("devsieve.io/cm").unwrap().nth, 1);
+    });
+}

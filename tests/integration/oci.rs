@@ -25,6 +25,7 @@ struct Registry {
     child: Child,
     addr: String,
     storage: tempfile::TempDir,
+    config: PathBuf,
     _config: tempfile::TempDir,
 }
 
@@ -47,20 +48,34 @@ impl Registry {
             ),
         )
         .unwrap();
-        let child = Command::new("docker-registry")
+        let child = Registry::spawn(&config);
+        let registry = Registry { child, addr, storage, config, _config: config_dir };
+        registry.wait_listening();
+        registry
+    }
+
+    fn spawn(config: &Path) -> Child {
+        Command::new("docker-registry")
             .arg("serve")
-            .arg(&config)
+            .arg(config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("starting docker-registry");
-        let registry = Registry { child, addr, storage, _config: config_dir };
+            .expect("starting docker-registry")
+    }
+
+    fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&registry.addr).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not listen on {}", registry.addr);
+        while TcpStream::connect(&self.addr).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not listen on {}", self.addr);
             std::thread::sleep(Duration::from_millis(50));
         }
-        registry
+    }
+
+    /// Starts again after [`stop`](Self::stop): same address, same storage.
+    fn resume(&mut self) {
+        self.child = Registry::spawn(&self.config);
+        self.wait_listening();
     }
 
     fn stop(&mut self) {
@@ -71,6 +86,8 @@ impl Registry {
     /// Pushes `layers` (media type, bytes) under `config_type` as `repo:tag`;
     /// returns the manifest's digest.
     fn push(&self, repo: &str, tag: &str, config_type: &str, layers: &[(&str, &[u8])]) -> String {
+        // The OCI client's TLS stack needs a provider even for plain http (the agent installs its own).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::new(ClientConfig { protocol: ClientProtocol::Http, ..Default::default() });
         let reference = Reference::with_tag(self.addr.clone(), repo.to_string(), tag.to_string());
         let config = br#"{"type":"component"}"#.to_vec();
@@ -371,4 +388,59 @@ fn a_hanging_registry_is_cut_off_by_the_timeout() {
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
     assert_null_still_works(&reports);
     drop(held);
+}
+
+/// `devsieve run` with a handler the registry cannot give (it is down and
+/// nothing is cached): that resource is served without devices and its error
+/// reported, the others serve as usual, and once the registry is back the
+/// handler is fetched on the agent's own retry.
+#[test]
+fn the_agent_serves_others_while_a_handler_cannot_be_fetched_and_picks_it_up_later() {
+    use devsieve_kubelet_sim::KubeletSim;
+
+    use crate::agent::{Agent, SECS};
+
+    let mut registry = Registry::start();
+    let reference = {
+        let hostile = std::fs::read(test_guest("hostile-handler")).unwrap();
+        let digest = registry.push("handlers/hostile", "1.0.0", WASM_CONFIG, &[(WASM_LAYER, &hostile)]);
+        format!("{}/handlers/hostile:1.0.0@{digest}", registry.addr)
+    };
+    registry.stop();
+
+    let node = crate::kubelet::Node::new();
+    std::fs::write(node.dev().join("x0"), b"").unwrap();
+    node.write_config(&format!(
+        "resources:\n  - name: remote\n    handler: {reference}\n    allowedRoots: [$DEV]\n    config: {{misbehave: none, paths: [$DEV/x0]}}\n\
+         \x20 - name: local\n    handler: glob\n    allowedRoots: [$DEV]\n    config: {{groups: [{{paths: [{{path: $DEV/x0}}]}}]}}\n"
+    ));
+    let blobs = node.root.path().join("blobs");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let kubelet = KubeletSim::start(node.plugins()).unwrap();
+        let blobs = blobs.display().to_string();
+        let agent = Agent::start(
+            &node.config(),
+            &node.plugins(),
+            &["--insecure-registry", &registry.addr, "--blob-cache-dir", &blobs, "--registry-attempts", "1", "--registry-timeout-ms", "2000"],
+        );
+        kubelet.wait_devices("devsieve.io/local", SECS(20), |d| d.len() == 1).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+        kubelet.wait_registered("devsieve.io/remote", SECS(5)).await.unwrap();
+        assert!(kubelet.latest("devsieve.io/remote").is_none_or(|l| l.devices.is_empty()));
+        agent
+            .wait_status(SECS(10), "the fetch error", |s| {
+                s["resources"].as_array().unwrap().iter().any(|r| {
+                    r["name"] == "devsieve.io/remote"
+                        && r["last_error"].as_str().is_some_and(|e| e.contains(&registry.addr) && e.contains("devsieve.io/remote"))
+                })
+            })
+            .await;
+
+        registry.resume();
+        kubelet
+            .wait_devices("devsieve.io/remote", SECS(30), |d| d.len() == 1 && d[0].health == "Healthy")
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+        agent.wait_status(SECS(5), "the error to clear", |s| s["resources"][1]["last_error"].is_null()).await;
+    });
 }

@@ -35,8 +35,8 @@ pub trait MonitorOpener: Send + 'static {
 pub trait MonitorSocket {
     /// Blocks until at least one event is ready.
     fn wait(&mut self) -> std::io::Result<()>;
-    /// The events ready now.
-    fn drain(&mut self) -> Vec<UdevEvent>;
+    /// The events ready now; an error if some were lost.
+    fn drain(&mut self) -> std::io::Result<Vec<UdevEvent>>;
 }
 
 /// The real libudev monitor.
@@ -69,8 +69,16 @@ impl MonitorSocket for LibudevMonitor {
         }
     }
 
-    fn drain(&mut self) -> Vec<UdevEvent> {
-        self.0.iter().filter_map(|event| convert(&event)).collect()
+    fn drain(&mut self) -> std::io::Result<Vec<UdevEvent>> {
+        let events = self.0.iter().filter_map(|event| convert(&event)).collect();
+        // The iterator ends on the first receive that fails; the crate drops
+        // its error. ENOBUFS means the kernel dropped events for us (the
+        // socket buffer overflowed): what we know is stale.
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(rustix::io::Errno::NOBUFS.raw_os_error()) {
+            return Err(std::io::Error::other(format!("events were lost ({error}); re-enumerating")));
+        }
+        Ok(events)
     }
 }
 
@@ -127,7 +135,16 @@ fn run<O: MonitorOpener>(mut opener: O, mut report: impl FnMut(MonitorReport) ->
                 }
                 break;
             }
-            for event in monitor.drain() {
+            let events = match monitor.drain() {
+                Ok(events) => events,
+                Err(error) => {
+                    if !report(MonitorReport::Down(format!("the udev monitor failed: {error}"))) {
+                        return;
+                    }
+                    break;
+                }
+            };
+            for event in events {
                 if !report(MonitorReport::Event(event)) {
                     return;
                 }
@@ -161,13 +178,13 @@ mod tests {
         fn wait(&mut self) -> std::io::Result<()> {
             if std::mem::replace(&mut self.0, true) { Err(std::io::Error::other("socket closed")) } else { Ok(()) }
         }
-        fn drain(&mut self) -> Vec<UdevEvent> {
-            vec![UdevEvent {
+        fn drain(&mut self) -> std::io::Result<Vec<UdevEvent>> {
+            Ok(vec![UdevEvent {
                 action: Action::Add,
                 devpath: "/devices/x".into(),
                 syspath: "/sys/devices/x".into(),
                 subsystem: "tty".into(),
-            }]
+            }])
         }
     }
 
