@@ -48,7 +48,19 @@ pub enum Input {
     Files,
     /// A handler that can change at its source (a ConfigMap) changed.
     Handler { reference: HandlerRef, update: WatchItem },
+    /// Handlers fetched in the background (a registry may be slow: the
+    /// evaluator never waits for one).
+    Fetched { purpose: FetchPurpose, fetched: Fetched },
     Shutdown,
+}
+
+/// What a background fetch was for.
+#[derive(Debug)]
+pub enum FetchPurpose {
+    /// The handlers of resources that could not be had yet.
+    Pending,
+    /// A new config (the `serial`-th change seen), to validate and apply.
+    Config { serial: u64, config: Box<Config> },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -103,6 +115,10 @@ pub struct Evaluator {
     pending: BTreeMap<String, Resource>,
     /// `Some(next delay)` while a resource is pending.
     retry: Option<Duration>,
+    /// A background fetch of the pending handlers is under way.
+    fetching_pending: bool,
+    /// Counts config changes seen, so a slow fetch for an older one is dropped.
+    config_serial: u64,
 }
 
 /// One burst of inputs, folded.
@@ -114,6 +130,7 @@ struct Batch {
     paths: bool,
     files: bool,
     handlers: Vec<(HandlerRef, WatchItem)>,
+    fetched: Vec<(FetchPurpose, Fetched)>,
     shutdown: bool,
 }
 
@@ -132,6 +149,7 @@ impl Batch {
             Input::Paths => self.paths = true,
             Input::Files => self.files = true,
             Input::Handler { reference, update } => self.handlers.push((reference, update)),
+            Input::Fetched { purpose, fetched } => self.fetched.push((purpose, fetched)),
             Input::Shutdown => self.shutdown = true,
         }
     }
@@ -185,6 +203,8 @@ impl Evaluator {
             forwarders: BTreeMap::new(),
             retry: (!pending.is_empty()).then_some(RETRY_FIRST),
             pending: pending.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            fetching_pending: false,
+            config_serial: 0,
         }
     }
 
@@ -280,6 +300,18 @@ impl Evaluator {
         }
         for (reference, update) in batch.handlers {
             self.handler_changed(&reference, update);
+        }
+        for (purpose, fetched) in batch.fetched {
+            match purpose {
+                FetchPurpose::Pending => {
+                    self.fetching_pending = false;
+                    self.prepare_pending(&fetched);
+                }
+                FetchPurpose::Config { serial, config } if serial == self.config_serial => {
+                    self.apply_config(*config, &fetched)
+                }
+                FetchPurpose::Config { .. } => {}
+            }
         }
         if let Some(error) = batch.monitor_down {
             tracing::error!(%error, "udev events are not seen: re-enumerating with backoff until the monitor is back");
@@ -389,21 +421,41 @@ impl Evaluator {
         let _ = self.registry.send(registry::Input::Evaluated { resource: name.to_string(), outcome: Ok(groups), info });
     }
 
-    fn fetch<'a>(&self, references: impl IntoIterator<Item = &'a HandlerRef>) -> Fetched {
+    /// Files and built-ins: read at once (no network involved).
+    fn fetch_local<'a>(&self, references: impl IntoIterator<Item = &'a HandlerRef>) -> Fetched {
         self.handle.block_on(discover::fetch_refs(&self.loader, references))
     }
 
-    /// Fetches the pending resources' handlers again; those that load join the rest.
+    /// Fetches `references` on the async runtime and hands the result back
+    /// as [`Input::Fetched`], so a slow registry never holds up events.
+    fn fetch_in_background(&self, references: Vec<HandlerRef>, purpose: FetchPurpose) {
+        let Some(inputs) = self.inputs.clone() else { return };
+        let loader = self.loader.clone();
+        self.handle.spawn(async move {
+            let fetched = discover::fetch_refs(&loader, references.iter()).await;
+            let _ = inputs.send(Input::Fetched { purpose, fetched });
+        });
+    }
+
+    /// Fetches the pending resources' handlers again (in the background).
     fn retry_pending(&mut self) {
         if self.pending.is_empty() {
             self.retry = None;
             return;
         }
+        if !self.fetching_pending {
+            self.fetching_pending = true;
+            let references = self.pending.values().map(|r| r.handler.clone()).collect();
+            self.fetch_in_background(references, FetchPurpose::Pending);
+        }
+    }
+
+    /// Pending resources whose handler now loads join the rest.
+    fn prepare_pending(&mut self, fetched: &Fetched) {
         let resources: Vec<Resource> = self.pending.values().cloned().collect();
-        let fetched = self.fetch(resources.iter().map(|r| &r.handler));
         let mut loaded = Loaded::new();
         for resource in resources {
-            match discover::prepare_one(&self.runtime, &fetched, &resource, &mut loaded) {
+            match discover::prepare_one(&self.runtime, fetched, &resource, &mut loaded) {
                 Ok(prepared) => {
                     tracing::info!(resource = %resource.name, handler = %resource.handler, "handler fetched: serving");
                     self.pending.remove(&resource.name);
@@ -560,13 +612,21 @@ impl Evaluator {
     }
 
     fn reload_config(&mut self, text: &str) {
+        self.config_serial += 1;
         let config = match Config::parse(&self.config_file, text) {
             Ok(config) => config,
             Err(error) => return self.refuse(error.to_string()),
         };
-        // Validate everything before changing anything: every handler of
-        // the new config must be had and must accept its config.
-        let fetched = self.fetch(config.resources.iter().map(|r| &r.handler));
+        // Every handler of the new config must be had before it is checked:
+        // fetched in the background, then applied (if still the latest).
+        let references = config.resources.iter().map(|r| r.handler.clone()).collect();
+        let purpose = FetchPurpose::Config { serial: self.config_serial, config: Box::new(config) };
+        self.fetch_in_background(references, purpose);
+    }
+
+    /// Validates a new config with its handlers fetched, and applies only
+    /// the difference; refuses it whole if anything is wrong.
+    fn apply_config(&mut self, config: Config, fetched: &Fetched) {
         let mut loaded = Loaded::new();
         let mut next: Vec<(String, Option<discover::Prepared>)> = Vec::new();
         for resource in &config.resources {
@@ -577,7 +637,7 @@ impl Evaluator {
                 next.push((resource.name.clone(), None));
                 continue;
             }
-            match discover::prepare_one(&self.runtime, &fetched, resource, &mut loaded) {
+            match discover::prepare_one(&self.runtime, fetched, resource, &mut loaded) {
                 Ok(prepared) => next.push((resource.name.clone(), Some(prepared))),
                 Err(error) => return self.refuse(error.to_string()),
             }
@@ -626,8 +686,10 @@ impl Evaluator {
             .filter(|(_, r)| !handler_file_unchanged(&r.prepared.resource.handler, r.prepared.handler.digest()))
             .map(|(name, _)| name.clone())
             .collect();
+        // A file back to what is running is no longer refused.
+        self.refused_handlers.retain(|name, _| names.contains(name));
         let resources: Vec<Resource> = names.iter().map(|name| self.resources[name].prepared.resource.clone()).collect();
-        let fetched = self.fetch(resources.iter().map(|r| &r.handler));
+        let fetched = self.fetch_local(resources.iter().map(|r| &r.handler));
         let mut loaded = Loaded::new();
         for resource in resources {
             let name = resource.name.clone();

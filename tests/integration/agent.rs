@@ -118,14 +118,7 @@ impl Agent {
             return Some(status);
         }
         let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).stderr(Stdio::null()).status();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
+        self.wait_exit(timeout)
     }
 
     /// Waits for the agent to exit by itself.

@@ -84,7 +84,7 @@ struct Checked<'a> {
     pattern: Pattern,
     spec: &'a PathSpec,
     kind: PathType,
-    permissions: &'a str,
+    permissions: String,
     limit: usize,
 }
 
@@ -178,24 +178,7 @@ fn check_path(g: usize, p: usize, spec: &PathSpec) -> Result<Checked<'_>, Handle
             ));
         }
     };
-    let permissions = match spec.permissions.as_deref() {
-        None | Some("") => DEFAULT_PERMISSIONS,
-        Some(given) => {
-            let mut seen = BTreeSet::new();
-            if let Some(bad) = given
-                .chars()
-                .find(|&c| !matches!(c, 'r' | 'w' | 'm') || !seen.insert(c))
-            {
-                return Err(HandlerError::field(
-                    field(g, p, "permissions"),
-                    format!(
-                        "permissions are any of `r`, `w`, `m`, each at most once (e.g. `rw`); `{given}` has `{bad}`"
-                    ),
-                ));
-            }
-            given
-        }
-    };
+    let permissions = devsieve_sdk::permissions(&field(g, p, "permissions"), spec.permissions.as_deref(), DEFAULT_PERMISSIONS)?;
     let limit = match spec.limit {
         None => 1,
         Some(0) => {
@@ -352,7 +335,7 @@ impl Handler for Glob {
                             let node = DeviceNode {
                                 host_path: found.path.to_string(),
                                 container_path: target,
-                                permissions: spec.permissions.to_string(),
+                                permissions: spec.permissions.clone(),
                             };
                             if !group.device_nodes.iter().any(|n| {
                                 n.host_path == node.host_path

@@ -616,7 +616,7 @@ fn bad_permissions() {
     assert_field(
         json!({"groups": [{"paths": [{"path": "/dev/fuse", "permissions": "rr"}]}]}),
         "groups[0].paths[0].permissions",
-        "at most once",
+        "`r` is given twice",
     );
 }
 

@@ -131,6 +131,30 @@ impl HandlerError {
     }
 }
 
+/// Checks the device access a handler's config asks for (cgroup style: any
+/// of `r` read, `w` write, `m` mknod, each at most once); `None` or empty
+/// means `default`. `field` names it in the error (`groups[0].paths[1].permissions`).
+pub fn permissions(field: &str, given: Option<&str>, default: &str) -> Result<String, HandlerError> {
+    let given = match given {
+        None | Some("") => return Ok(default.to_string()),
+        Some(given) => given,
+    };
+    let mut seen = String::new();
+    for c in given.chars() {
+        if !matches!(c, 'r' | 'w' | 'm') {
+            return Err(HandlerError::field(
+                field,
+                format!("`{given}`: `{c}` is not a permission; use any of r (read), w (write) and m (mknod), each once, e.g. \"rw\""),
+            ));
+        }
+        if seen.contains(c) {
+            return Err(HandlerError::field(field, format!("`{given}`: `{c}` is given twice")));
+        }
+        seen.push(c);
+    }
+    Ok(given.to_string())
+}
+
 /// Parses a handler's config, naming the field that is wrong.
 pub fn parse_config<C: serde::de::DeserializeOwned>(json: &str) -> Result<C, HandlerError> {
     let mut deserializer = serde_json::Deserializer::from_str(json);

@@ -58,7 +58,7 @@ impl Config {
                 "at least one rule is needed, e.g. 'SUBSYSTEM==\"tty\", ATTRS{idVendor}==\"1a86\"'",
             ));
         }
-        check_permissions(&self.permissions)?;
+        devsieve_sdk::permissions("permissions", Some(&self.permissions), "rwm")?;
         if self.capacity == 0 {
             return Err(HandlerError::field(
                 "capacity",
@@ -76,33 +76,6 @@ impl Config {
     }
 }
 
-fn check_permissions(permissions: &str) -> Result<(), HandlerError> {
-    let mut seen = String::new();
-    for c in permissions.chars() {
-        if !matches!(c, 'r' | 'w' | 'm') {
-            return Err(HandlerError::field(
-                "permissions",
-                format!(
-                    "`{permissions}`: `{c}` is not a permission; use a combination of r (read), w (write) and m (mknod), e.g. \"rw\""
-                ),
-            ));
-        }
-        if seen.contains(c) {
-            return Err(HandlerError::field(
-                "permissions",
-                format!("`{permissions}`: `{c}` is given twice"),
-            ));
-        }
-        seen.push(c);
-    }
-    if seen.is_empty() {
-        return Err(HandlerError::field(
-            "permissions",
-            "must not be empty; use a combination of r, w and m, e.g. \"rwm\"",
-        ));
-    }
-    Ok(())
-}
 
 pub struct UdevRule;
 

@@ -17,7 +17,7 @@
 //! device brings), `count` and `permissions`. Each matching `usb_device` with
 //! a device node becomes one group.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use devsieve_sdk::prelude::*;
@@ -236,24 +236,7 @@ pub fn check(config: &Config) -> Result<Checked, HandlerError> {
         }
         Some(n) => n,
     };
-    let permissions = match config.permissions.as_deref() {
-        None | Some("") => DEFAULT_PERMISSIONS.to_string(),
-        Some(given) => {
-            let mut seen = BTreeSet::new();
-            if let Some(bad) = given
-                .chars()
-                .find(|&c| !matches!(c, 'r' | 'w' | 'm') || !seen.insert(c))
-            {
-                return Err(HandlerError::field(
-                    "permissions",
-                    format!(
-                        "permissions are any of `r`, `w`, `m`, each at most once (e.g. `rw`); `{given}` has `{bad}`"
-                    ),
-                ));
-            }
-            given.to_string()
-        }
-    };
+    let permissions = devsieve_sdk::permissions("permissions", config.permissions.as_deref(), DEFAULT_PERMISSIONS)?;
     Ok(Checked {
         wanted,
         include_children: config.include_children,

@@ -230,9 +230,7 @@ impl Advertiser {
             }
         }
         drop(watcher);
-        for (_, plugin) in std::mem::take(&mut plugins) {
-            self.stop(plugin).await;
-        }
+        self.stop_all(std::mem::take(&mut plugins)).await;
         Ok(())
     }
 
@@ -246,9 +244,7 @@ impl Advertiser {
                 }
                 Err(error) => {
                     for (_, plugin) in std::mem::take(plugins) {
-                        plugin.stop.cancel();
-                        plugin.server.abort();
-                        let _ = std::fs::remove_file(&plugin.socket);
+                        self.discard(plugin);
                     }
                     return Err(error);
                 }
@@ -264,32 +260,25 @@ impl Advertiser {
         for name in gone {
             if let Some(plugin) = plugins.remove(&name) {
                 tracing::info!(resource = %name, "resource removed from the config: unregistering");
-                let socket = plugin.socket.clone();
-                plugin.stop.cancel();
-                plugin.server.abort();
-                if let Some(task) = plugin.registration {
-                    task.abort();
-                }
-                let _ = std::fs::remove_file(socket);
+                self.discard(plugin);
                 self.status.send_modify(|s| {
                     s.plugins.remove(&name);
                 });
             }
         }
         for (name, published) in &set.resources {
-            let unchanged = plugins
-                .get(name)
-                .is_some_and(|p| p.spec == published.spec && p.devices.same_channel(&published.devices));
-            if unchanged {
+            // What the server depends on: its device channel and whether it
+            // answers with CDI names. Anything else (the handler) changes
+            // the devices, not the server, so the kubelet's stream stays.
+            if let Some(plugin) = plugins.get_mut(name)
+                && plugin.spec.cdi == published.spec.cdi
+                && plugin.devices.same_channel(&published.devices)
+            {
+                plugin.spec = published.spec.clone();
                 continue;
             }
             if let Some(old) = plugins.remove(name) {
-                old.stop.cancel();
-                old.server.abort();
-                if let Some(task) = old.registration {
-                    task.abort();
-                }
-                let _ = std::fs::remove_file(&old.socket);
+                self.discard(old);
             }
             match self.start(&published.spec, published.devices.clone()) {
                 Ok(mut plugin) => {
@@ -301,6 +290,20 @@ impl Advertiser {
                 Err(error) => tracing::error!(%error, "cannot serve a new resource"),
             }
         }
+    }
+
+    /// Stops a plugin at once and removes its socket and CDI spec.
+    fn discard(&self, plugin: Plugin) {
+        plugin.stop.cancel();
+        plugin.server.abort();
+        if let Some(task) = plugin.registration {
+            task.abort();
+        }
+        if let Some(task) = plugin.cdi {
+            task.abort();
+            let _ = std::fs::remove_file(cdi::spec_path(&self.options.cdi_dir, &plugin.spec.name));
+        }
+        let _ = std::fs::remove_file(&plugin.socket);
     }
 
     fn next_socket(&self, resource: &str) -> PathBuf {
@@ -434,18 +437,28 @@ impl Advertiser {
         });
     }
 
-    async fn stop(&self, mut plugin: Plugin) {
-        self.unregister(&mut plugin);
-        plugin.stop.cancel();
-        // A kubelet holding a ListAndWatch stream keeps a graceful shutdown
-        // waiting; the socket is removed either way.
-        let _ = tokio::time::timeout(Duration::from_millis(500), &mut plugin.server).await;
-        plugin.server.abort();
-        if let Some(cdi) = plugin.cdi {
-            cdi.abort();
+    /// Stops every server: graceful for a moment (a kubelet holding a
+    /// ListAndWatch stream keeps a graceful shutdown waiting), then at once.
+    /// Sockets are removed; CDI specs stay (they describe devices still there).
+    async fn stop_all(&self, plugins: BTreeMap<String, Plugin>) {
+        let mut plugins: Vec<Plugin> = plugins.into_values().collect();
+        for plugin in &mut plugins {
+            self.unregister(plugin);
+            plugin.stop.cancel();
         }
-        let _ = std::fs::remove_file(&plugin.socket);
-        tracing::info!(resource = %plugin.spec.name, "stopped serving");
+        let _ = tokio::time::timeout(
+            Duration::from_millis(500),
+            futures_util::future::join_all(plugins.iter_mut().map(|p| &mut p.server)),
+        )
+        .await;
+        for plugin in plugins {
+            plugin.server.abort();
+            if let Some(cdi) = plugin.cdi {
+                cdi.abort();
+            }
+            let _ = std::fs::remove_file(&plugin.socket);
+            tracing::info!(resource = %plugin.spec.name, "stopped serving");
+        }
     }
 }
 

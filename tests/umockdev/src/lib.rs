@@ -30,6 +30,7 @@
 
 mod ffi;
 pub mod probe;
+pub mod records;
 mod uevent;
 
 use std::cell::{Cell, RefCell};
