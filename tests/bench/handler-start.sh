@@ -3,6 +3,8 @@
 # Needs: docker-registry, hyperfine, curl (Debian packages), a release build
 # (`cargo build --release`), and the example handler built by it.
 # Usage: tests/bench/handler-start.sh [path/to/devsieve] [handler.wasm]
+# With DEVSIEVE_BENCH_JSON_DIR set, hyperfine's results also go there as
+# cold.json, warm.json and registry-down.json (tests/bench/run reads them).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
@@ -39,16 +41,17 @@ curl -sf -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --
 ref="$reg/handlers/zigbee:1.0.0@sha256:$(sha256sum "$work/manifest.json" | cut -d' ' -f1)"
 printf 'resources:\n  - name: zigbee\n    handler: %s\n' "$ref" > "$work/devsieve.yaml"
 flags="--insecure-registry $reg"
+export_json() { if [ -n "${DEVSIEVE_BENCH_JSON_DIR:-}" ]; then echo "--export-json $DEVSIEVE_BENCH_JSON_DIR/$1.json"; fi; }
 
 "$bin" --cache-dir "$work/warm" $flags discover --config "$work/devsieve.yaml" >/dev/null
-hyperfine -N --warmup 2 --runs 15 --prepare "rm -rf $work/cold" \
+hyperfine -N $(export_json cold) --warmup 2 --runs 15 --prepare "rm -rf $work/cold" \
   -n "cold: handler inspect REF (pull + compile)" "$bin --cache-dir $work/cold $flags handler inspect $ref" \
   -n "cold: discover --config (pull + compile + run)" "$bin --cache-dir $work/cold $flags discover --config $work/devsieve.yaml" \
   -n "compile only (blobs cached)" "$bin --cache-dir $work/cold --blob-cache-dir $work/warm/blobs $flags handler inspect $ref"
-hyperfine -N --warmup 3 --runs 40 \
+hyperfine -N $(export_json warm) --warmup 3 --runs 40 \
   -n "warm: handler inspect REF" "$bin --cache-dir $work/warm $flags handler inspect $ref" \
   -n "warm: discover --config" "$bin --cache-dir $work/warm $flags discover --config $work/devsieve.yaml"
 kill "$registry_pid"; wait "$registry_pid" 2>/dev/null || true
-hyperfine -N --warmup 3 --runs 40 \
+hyperfine -N $(export_json registry-down) --warmup 3 --runs 40 \
   -n "warm, registry down: handler inspect REF" "$bin --cache-dir $work/warm $flags handler inspect $ref" \
   -n "warm, registry down: discover --config" "$bin --cache-dir $work/warm $flags discover --config $work/devsieve.yaml"

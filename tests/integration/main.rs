@@ -2,6 +2,7 @@
 //! binary (cases are modules) keeps link time down.
 
 mod agent;
+mod benchmarks;
 mod common;
 mod configmap;
 mod custom_handler;
