@@ -8,7 +8,9 @@
 //! device, changed. One event among 10,000 devices therefore costs about one
 //! device's evaluation, as the contract intends.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -57,7 +59,7 @@ pub struct ResourceEval {
 
 impl ResourceEval {
     pub fn new(prepared: Prepared) -> Self {
-        ResourceEval { prepared, table: DeviceTable::default(), verdicts: HashMap::new(), stale: true, last_groups: Vec::new() }
+        ResourceEval { prepared, table: DeviceTable::default(), verdicts: HashMap::default(), stale: true, last_groups: Vec::new() }
     }
 
     /// Whether this resource reads udev devices at all.

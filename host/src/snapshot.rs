@@ -9,7 +9,10 @@
 //! the requested candidates and their ancestors, parents after their
 //! children (the contract's rule, which makes cycles impossible).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+// Keys are devpaths the agent read itself: a fast hash is enough (no DoS concern).
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::handler::bindings::{Node, Snapshot};
 
@@ -195,7 +198,7 @@ impl DeviceTable {
     pub fn snapshot<'a>(&'a self, candidates: impl IntoIterator<Item = &'a str>) -> Snapshot {
         let candidates: Vec<&str> = candidates.into_iter().filter(|c| self.entries.contains_key(*c)).collect();
         // Every node wanted, with its depth (0 for a root), walking up once per chain.
-        let mut depth: HashMap<&str, usize> = HashMap::new();
+        let mut depth: HashMap<&str, usize> = HashMap::default();
         for &candidate in &candidates {
             let mut chain = Vec::new();
             let mut at = Some(candidate);
