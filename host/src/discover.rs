@@ -197,7 +197,7 @@ pub fn discover(runtime: &Runtime, fetched: &Fetched, sources: &Sources, config:
                 resource.rescan(runtime, sources).map_or(Ok(Vec::new()), |evaluation| evaluation.outcome)
             });
             let (groups, error) = match outcome {
-                Ok(groups) => (groups, None),
+                Ok(groups) => (groups.into_iter().map(Arc::unwrap_or_clone).collect(), None),
                 Err(error) => (Vec::new(), Some(error.to_string())),
             };
             Report { resource: resource.name.clone(), handler: resource.handler.to_string(), groups, error }

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::discover::{Advertised, Prepared, ResourceError, advertise};
@@ -43,7 +44,8 @@ pub struct UdevEvent {
 /// The result of one step, when the step asked the handler anything.
 #[derive(Debug)]
 pub struct Evaluation {
-    pub outcome: Result<Vec<Advertised>, ResourceError>,
+    /// Groups are shared, not copied, with the registry and the next evaluation.
+    pub outcome: Result<Vec<Arc<Advertised>>, ResourceError>,
     pub took: Duration,
 }
 
@@ -54,7 +56,7 @@ pub struct ResourceEval {
     verdicts: HashMap<String, bool>,
     /// After a failure nothing cached can be trusted: ask about everything.
     stale: bool,
-    last_groups: Vec<Advertised>,
+    last_groups: Vec<Arc<Advertised>>,
 }
 
 impl ResourceEval {
@@ -129,7 +131,7 @@ impl ResourceEval {
     }
 
     /// The groups of the last successful evaluation.
-    pub fn last_groups(&self) -> &[Advertised] {
+    pub fn last_groups(&self) -> &[Arc<Advertised>] {
         &self.last_groups
     }
 
@@ -175,7 +177,8 @@ impl ResourceEval {
         let snapshot = self.table.snapshot(selected);
         match self.prepared.handler.group(runtime, &resource.handler_config, &snapshot, &resource.allowed_roots) {
             Ok(groups) => {
-                let mut advertised: Vec<Advertised> = groups.into_iter().map(|g| advertise(&snapshot, g)).collect();
+                let mut advertised: Vec<Arc<Advertised>> =
+                    groups.into_iter().map(|g| Arc::new(advertise(&snapshot, g))).collect();
                 advertised.sort_by(|a, b| a.id.cmp(&b.id));
                 self.stale = false;
                 self.last_groups = advertised.clone();

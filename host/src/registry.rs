@@ -106,7 +106,7 @@ pub enum Input {
     /// once a change is accepted again.
     ConfigRejected(Option<String>),
     /// An evaluation of `resource` finished.
-    Evaluated { resource: String, outcome: Result<Vec<Advertised>, String>, info: EvaluationInfo },
+    Evaluated { resource: String, outcome: Result<Vec<Arc<Advertised>>, String>, info: EvaluationInfo },
 }
 
 /// Handles to what the registry publishes.
@@ -136,12 +136,12 @@ impl ResourceState {
         ResourceState { spec, groups: BTreeMap::new(), failing: false, last_evaluation: None, devices }
     }
 
-    fn apply(&mut self, outcome: Result<Vec<Advertised>, String>, now: Instant) {
+    fn apply(&mut self, outcome: Result<Vec<Arc<Advertised>>, String>, now: Instant) {
         match outcome {
             Ok(groups) => {
                 self.failing = false;
                 let mut fresh: BTreeMap<String, Arc<Advertised>> =
-                    groups.into_iter().map(|g| (g.id.clone(), Arc::new(g))).collect();
+                    groups.into_iter().map(|g| (g.id.clone(), g)).collect();
                 for (id, state) in self.groups.iter_mut() {
                     match fresh.remove(id) {
                         Some(group) => {
@@ -372,6 +372,7 @@ mod tests {
     }
 
     fn evaluated(resource: &str, outcome: Result<Vec<Advertised>, String>) -> Input {
+        let outcome = outcome.map(|groups| groups.into_iter().map(Arc::new).collect());
         Input::Evaluated { resource: resource.into(), outcome, info: info() }
     }
 

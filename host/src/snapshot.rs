@@ -198,9 +198,11 @@ impl DeviceTable {
     pub fn snapshot<'a>(&'a self, candidates: impl IntoIterator<Item = &'a str>) -> Snapshot {
         let candidates: Vec<&str> = candidates.into_iter().filter(|c| self.entries.contains_key(*c)).collect();
         // Every node wanted, with its depth (0 for a root), walking up once per chain.
-        let mut depth: HashMap<&str, usize> = HashMap::default();
+        let mut depth: HashMap<&str, u32> = HashMap::default();
+        depth.reserve(candidates.len());
+        let mut chain = Vec::new();
         for &candidate in &candidates {
-            let mut chain = Vec::new();
+            chain.clear();
             let mut at = Some(candidate);
             while let Some(devpath) = at {
                 if depth.contains_key(devpath) || chain.len() > self.entries.len() {
@@ -216,13 +218,14 @@ impl DeviceTable {
                 d += 1;
             }
         }
-        let mut order: Vec<&str> = depth.keys().copied().collect();
         // Deepest first: a parent is always shallower, hence later.
-        order.sort_unstable_by(|a, b| depth[b].cmp(&depth[a]).then_with(|| a.cmp(b)));
-        let position: HashMap<&str, u32> = order.iter().enumerate().map(|(i, d)| (*d, i as u32)).collect();
+        let mut order: Vec<(std::cmp::Reverse<u32>, &str)> =
+            depth.into_iter().map(|(devpath, d)| (std::cmp::Reverse(d), devpath)).collect();
+        order.sort_unstable();
+        let position: HashMap<&str, u32> = order.iter().enumerate().map(|(i, (_, d))| (*d, i as u32)).collect();
         let nodes = order
             .iter()
-            .map(|devpath| {
+            .map(|(_, devpath)| {
                 let entry = &self.entries[*devpath];
                 let mut node = entry.node.clone();
                 node.parent = entry.parent.as_deref().and_then(|p| position.get(p).copied());
