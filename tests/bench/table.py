@@ -49,7 +49,8 @@ def value(figure):
     if unit == "ms" and "p50" in v:
         return f"p50 {ms(v['p50'])} · p99 {ms(v['p99'])} · max {ms(v['max'])} ms (n={n})"
     if unit == "KiB":
-        return f"VmRSS {v['vm_rss'] / 1024:.1f} MiB · VmHWM {v['vm_hwm'] / 1024:.1f} MiB"
+        split = f" (anonymous {v['rss_anon'] / 1024:.1f} · file {v['rss_file'] / 1024:.1f})" if "rss_anon" in v else ""
+        return f"VmRSS {v['vm_rss'] / 1024:.1f} MiB{split} · VmHWM {v['vm_hwm'] / 1024:.1f} MiB"
     if "utime_stime" in v:
         return (f"{ms(v['utime_stime'])} ms utime+stime ({ms(v['utime_stime_per_min'])} ms/min), "
                 f"{ms(v['schedstat'])} ms on CPU by schedstat ({ms(v['schedstat_per_min'])} ms/min), over {v['window_s']:.0f} s")

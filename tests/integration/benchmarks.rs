@@ -366,10 +366,18 @@ impl Sample {
     }
 }
 
-/// VmRSS and VmHWM (the peak, start included) of `pid` now.
+/// VmRSS and VmHWM (the peak, start included) of `pid` now, and how much
+/// of VmRSS is anonymous (heap, stacks) and how much file pages (the mapped
+/// binary and libraries: clean page cache the kernel can take back).
 fn memory(name: &str, pid: u32) -> Value {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    json!({"name": name, "unit": "KiB", "n": 1, "values": {"vm_rss": field(&status, "VmRSS:"), "vm_hwm": field(&status, "VmHWM:")}})
+    let values = json!({
+        "vm_rss": field(&status, "VmRSS:"),
+        "vm_hwm": field(&status, "VmHWM:"),
+        "rss_anon": field(&status, "RssAnon:"),
+        "rss_file": field(&status, "RssFile:"),
+    });
+    json!({"name": name, "unit": "KiB", "n": 1, "values": values})
 }
 
 /// The number after `name` in a /proc status file.
