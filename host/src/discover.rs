@@ -151,10 +151,10 @@ pub struct GrantedMount {
 }
 
 /// The group as the kubelet will see it; `snapshot` is the one `group` was given.
-pub fn advertise(snapshot: &crate::handler::bindings::Snapshot, group: DeviceGroup) -> Advertised {
+pub fn advertise(snapshot: &crate::handler::bindings::SnapshotView<'_>, group: DeviceGroup) -> Advertised {
     Advertised {
         id: names::device_id(&group.id),
-        members: group.members.iter().map(|&m| snapshot.nodes[m as usize].devpath.clone()).collect(),
+        members: group.members.iter().map(|&m| snapshot.nodes[m as usize].devpath.to_string()).collect(),
         device_nodes: group
             .device_nodes
             .into_iter()

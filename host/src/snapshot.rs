@@ -5,7 +5,7 @@
 //! with a link to its parent and whether it is a candidate (the rest are
 //! ancestors, there for parent matching). Sources add to it; events update
 //! it in place and say which devpaths changed, so the evaluator re-asks the
-//! handler about those candidates only. A [`Snapshot`] for the handler holds
+//! handler about those candidates only. A [`SnapshotView`] for the handler holds
 //! the requested candidates and their ancestors, parents after their
 //! children (the contract's rule, which makes cycles impossible).
 
@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 // Keys are devpaths the agent read itself: a fast hash is enough (no DoS concern).
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::handler::bindings::{Node, Snapshot};
+use crate::handler::bindings::{Node, NodeView, SnapshotView};
 
 #[derive(Clone, Debug, PartialEq)]
 struct Entry {
@@ -190,12 +190,12 @@ impl DeviceTable {
     }
 
     /// A snapshot of every candidate.
-    pub fn snapshot_all(&self) -> Snapshot {
+    pub fn snapshot_all(&self) -> SnapshotView<'_> {
         self.snapshot(self.candidates.iter().map(String::as_str))
     }
 
     /// A snapshot of `candidates` (in the order given) and their ancestors.
-    pub fn snapshot<'a>(&'a self, candidates: impl IntoIterator<Item = &'a str>) -> Snapshot {
+    pub fn snapshot<'a>(&'a self, candidates: impl IntoIterator<Item = &'a str>) -> SnapshotView<'a> {
         let candidates: Vec<&str> = candidates.into_iter().filter(|c| self.entries.contains_key(*c)).collect();
         // Every node wanted, with its depth (0 for a root), walking up once per chain.
         let mut depth: HashMap<&str, u32> = HashMap::default();
@@ -227,13 +227,11 @@ impl DeviceTable {
             .iter()
             .map(|(_, devpath)| {
                 let entry = &self.entries[*devpath];
-                let mut node = entry.node.clone();
-                node.parent = entry.parent.as_deref().and_then(|p| position.get(p).copied());
-                node
+                NodeView::new(&entry.node, entry.parent.as_deref().and_then(|p| position.get(p).copied()))
             })
             .collect();
         let candidates = candidates.iter().map(|c| position[c]).collect();
-        Snapshot { nodes, candidates }
+        SnapshotView { nodes, candidates }
     }
 }
 
@@ -285,7 +283,7 @@ pub(crate) mod tests {
                 assert!(p as usize > i, "{} before its parent", n.devpath);
             }
         }
-        let cands: Vec<&str> = s.candidates.iter().map(|&c| s.nodes[c as usize].devpath.as_str()).collect();
+        let cands: Vec<&str> = s.candidates.iter().map(|&c| s.nodes[c as usize].devpath).collect();
         assert_eq!(cands, ["/devices/usb1/1-1", "/devices/usb1/1-1/tty/ttyUSB0"]);
         let tty = &s.nodes[s.candidates[1] as usize];
         assert_eq!(s.nodes[tty.parent.unwrap() as usize].devpath, "/devices/usb1/1-1");
@@ -295,7 +293,7 @@ pub(crate) mod tests {
     fn a_snapshot_of_some_candidates_holds_their_ancestors_only() {
         let t = table(&[("/r", false), ("/r/a", true), ("/r/b", true), ("/r/b/c", true)]);
         let s = t.snapshot(["/r/b/c", "/r/b"]);
-        let paths: Vec<&str> = s.nodes.iter().map(|n| n.devpath.as_str()).collect();
+        let paths: Vec<&str> = s.nodes.iter().map(|n| n.devpath).collect();
         assert_eq!(paths, ["/r/b/c", "/r/b", "/r"]);
         assert_eq!(s.candidates, [0, 1]);
         assert_eq!(s.nodes[0].parent, Some(1));

@@ -7,17 +7,16 @@
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
-use super::bindings::{DeviceGroup, Snapshot};
+use super::bindings::{DeviceGroup, SnapshotView};
 
 /// The most containers one group may be shared by (a typo guard, not a policy).
 pub const MAX_SHARE: u32 = 10_000;
 
-pub fn groups(snapshot: &Snapshot, groups: &[DeviceGroup], allowed_roots: &[PathBuf]) -> Result<(), String> {
+pub fn groups(snapshot: &SnapshotView<'_>, groups: &[DeviceGroup], allowed_roots: &[PathBuf]) -> Result<(), String> {
     let granted_paths: HashSet<&str> = snapshot
         .nodes
         .iter()
-        .flat_map(|node| node.devnode.iter().chain(node.devlinks.iter()))
-        .map(String::as_str)
+        .flat_map(|node| node.devnode.into_iter().chain(node.devlinks.iter().map(String::as_str)))
         .collect();
     let mut ids = HashSet::new();
     for (index, group) in groups.iter().enumerate() {
@@ -108,11 +107,10 @@ fn env_name_ok(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handler::bindings::{DeviceNode, Mount, Node, Origin};
+    use crate::handler::bindings::{DeviceNode, Mount, Node, NodeView, Origin};
 
-    fn snapshot() -> Snapshot {
-        Snapshot {
-            nodes: vec![Node {
+    fn snapshot() -> SnapshotView<'static> {
+        let node = Box::leak(Box::new(Node {
                 origin: Origin::Udev,
                 devpath: "/devices/x/ttyUSB0".into(),
                 kernel: "ttyUSB0".into(),
@@ -125,9 +123,8 @@ mod tests {
                 attributes: vec![],
                 tags: vec![],
                 parent: None,
-            }],
-            candidates: vec![0],
-        }
+        }));
+        SnapshotView { nodes: vec![NodeView::new(node, None)], candidates: vec![0] }
     }
 
     fn group(host_path: &str) -> DeviceGroup {

@@ -17,14 +17,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker, ResourceTable, types::ComponentItem};
+use wasmtime::component::{
+    Component, ComponentExportIndex, Instance, Linker, ResourceTable, TypedFunc, types::ComponentItem,
+};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use bindings::{
     CONTRACT_VERSION, DISCOVERY_EXPORT_PREFIX, DeviceGroup, GuestError, HandlerInfo, HandlerPre,
-    Requirements, Snapshot,
+    Requirements, SnapshotView,
 };
 pub use cache::CacheError;
 use cache::ArtifactCache;
@@ -197,14 +199,26 @@ impl Runtime {
         let instance_pre =
             self.linker.instantiate_pre(&component).map_err(|e| fail(format!("{e:#}")))?;
         let pre = HandlerPre::new(instance_pre).map_err(|e| fail(format!("{e:#}")))?;
+        let interface = component.get_export_index(None, &format!("{DISCOVERY_EXPORT_PREFIX}{CONTRACT_VERSION}"));
+        let export = |function: &str| {
+            component
+                .get_export_index(interface.as_ref(), function)
+                .ok_or_else(|| fail(format!("exports no `{function}`")))
+        };
         let mut handler = LoadedHandler {
             name: name.to_string(),
             digest,
             size: bytes.len(),
             info: HandlerInfo { name: String::new(), version: String::new(), contract: String::new() },
+            select: export("select")?,
+            group: export("group")?,
             pre,
         };
-        handler.info = handler.call(self, "metadata", |bindings, store| {
+        handler.info = handler.call(self, "metadata", |handler, store| {
+            let (instance, bindings) = handler.instantiate(store)?;
+            // Snapshots are lowered from views: check their shape now, not at the first event.
+            handler.select_func(store, &instance)?;
+            handler.group_func(store, &instance)?;
             bindings.devsieve_handler_discovery().call_metadata(store).map(Ok)
         })?;
         if handler.info.contract != CONTRACT_VERSION {
@@ -285,7 +299,14 @@ pub struct LoadedHandler {
     size: usize,
     info: HandlerInfo,
     pre: HandlerPre<Sandbox>,
+    /// `select` and `group`, called with [`SnapshotView`]s rather than
+    /// through the generated bindings (which would want owned copies).
+    select: ComponentExportIndex,
+    group: ComponentExportIndex,
 }
+
+type SelectFunc<'a> = TypedFunc<(&'a str, &'a SnapshotView<'a>), (Result<Vec<bool>, GuestError>,)>;
+type GroupFunc<'a> = TypedFunc<(&'a str, &'a SnapshotView<'a>), (Result<Vec<DeviceGroup>, GuestError>,)>;
 
 impl std::fmt::Debug for LoadedHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -310,15 +331,17 @@ impl LoadedHandler {
 
     /// Checks `config` and returns what to collect for it.
     pub fn needs(&self, runtime: &Runtime, config: &str) -> Result<Requirements, Error> {
-        self.call(runtime, "needs", |bindings, store| {
+        self.call(runtime, "needs", |handler, store| {
+            let (_, bindings) = handler.instantiate(store)?;
             bindings.devsieve_handler_discovery().call_needs(store, config)
         })
     }
 
     /// One verdict per candidate of `snapshot`.
-    pub fn select(&self, runtime: &Runtime, config: &str, snapshot: &Snapshot) -> Result<Vec<bool>, Error> {
-        let verdicts = self.call(runtime, "select", |bindings, store| {
-            bindings.devsieve_handler_discovery().call_select(store, config, snapshot)
+    pub fn select(&self, runtime: &Runtime, config: &str, snapshot: &SnapshotView<'_>) -> Result<Vec<bool>, Error> {
+        let verdicts = self.call(runtime, "select", |handler, store| {
+            let (instance, _) = handler.instantiate(store)?;
+            Ok(handler.select_func(store, &instance)?.call(&mut *store, (config, snapshot))?.0)
         })?;
         if verdicts.len() != snapshot.candidates.len() {
             return Err(self.invalid(
@@ -334,11 +357,12 @@ impl LoadedHandler {
         &self,
         runtime: &Runtime,
         config: &str,
-        snapshot: &Snapshot,
+        snapshot: &SnapshotView<'_>,
         allowed_roots: &[std::path::PathBuf],
     ) -> Result<Vec<DeviceGroup>, Error> {
-        let groups = self.call(runtime, "group", |bindings, store| {
-            bindings.devsieve_handler_discovery().call_group(store, config, snapshot)
+        let groups = self.call(runtime, "group", |handler, store| {
+            let (instance, _) = handler.instantiate(store)?;
+            Ok(handler.group_func(store, &instance)?.call(&mut *store, (config, snapshot))?.0)
         })?;
         check::groups(snapshot, &groups, allowed_roots).map_err(|reason| self.invalid("group", reason))?;
         Ok(groups)
@@ -348,20 +372,33 @@ impl LoadedHandler {
         Error::Invalid { handler: self.name.clone(), call, reason }
     }
 
-    /// Runs `f` in a fresh sandbox and turns every way it can fail into an [`Error`].
+    /// A new instance in `store`, and the generated bindings over it.
+    fn instantiate(&self, store: &mut Store<Sandbox>) -> wasmtime::Result<(Instance, bindings::Handler)> {
+        let instance = self.pre.instance_pre().instantiate(&mut *store)?;
+        let bindings = bindings::Handler::new(&mut *store, &instance)?;
+        Ok((instance, bindings))
+    }
+
+    fn select_func<'a>(&self, store: &mut Store<Sandbox>, instance: &Instance) -> wasmtime::Result<SelectFunc<'a>> {
+        instance.get_typed_func(store, &self.select)
+    }
+
+    fn group_func<'a>(&self, store: &mut Store<Sandbox>, instance: &Instance) -> wasmtime::Result<GroupFunc<'a>> {
+        instance.get_typed_func(store, &self.group)
+    }
+
+    /// Runs `f` in a fresh sandbox (`f` instantiates the handler there, so
+    /// instantiation counts against the budget too) and turns every way it
+    /// can fail into an [`Error`].
     fn call<R>(
         &self,
         runtime: &Runtime,
         call: &'static str,
-        f: impl FnOnce(&bindings::Handler, &mut Store<Sandbox>) -> wasmtime::Result<Result<R, GuestError>>,
+        f: impl FnOnce(&Self, &mut Store<Sandbox>) -> wasmtime::Result<Result<R, GuestError>>,
     ) -> Result<R, Error> {
         let (mut store, stderr) = runtime.new_store();
         let _armed = runtime.watchdog.arm(store.data().deadline);
-        let result = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|bindings| f(&bindings, &mut store));
-        match result {
+        match f(self, &mut store) {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(Error::Rejected { handler: self.name.clone(), error }),
             Err(error) => Err(self.classify(runtime, call, error, &stderr)),

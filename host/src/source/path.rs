@@ -127,14 +127,14 @@ mod tests {
             paths: vec![format!("{}/a*", root.display())],
             usbip: false,
         };
-        let snapshot =
-            crate::source::Sources::new(vec![Box::new(PathSource)]).collect(&needs, &[root.clone()]).unwrap().snapshot_all();
+        let table = crate::source::Sources::new(vec![Box::new(PathSource)]).collect(&needs, &[root.clone()]).unwrap();
+        let snapshot = table.snapshot_all();
         let found: Vec<(&str, &str)> = snapshot
             .candidates
             .iter()
             .map(|&c| {
                 let n = &snapshot.nodes[c as usize];
-                (n.kernel.as_str(), n.attributes.iter().find(|(k, _)| k == "type").unwrap().1.as_str())
+                (n.kernel, n.attributes.iter().find(|(k, _)| k == "type").unwrap().1.as_str())
             })
             .collect();
         assert_eq!(found, [("a0", "file"), ("a1", "dir"), ("a2", "file")]);
