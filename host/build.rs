@@ -104,6 +104,5 @@ fn main() {
 }
 
 fn copy(from: &Path, to: &Path) {
-    std::fs::copy(from, to)
-        .unwrap_or_else(|error| panic!("copying {} to {}: {error}", from.display(), to.display()));
+    std::fs::copy(from, to).unwrap_or_else(|error| panic!("copying {} to {}: {error}", from.display(), to.display()));
 }

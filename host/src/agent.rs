@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::discover::{self, ResourceError};
-use crate::loader::Loader;
 use crate::evaluator::{Coalescing, Evaluator, Input};
 use crate::handler::Runtime;
 use crate::kubelet::{Advertiser, AdvertiserOptions, KubeletError};
+use crate::loader::Loader;
 use crate::metrics::Metrics;
 use crate::ops::{self, Ops};
 use crate::registry::Registry;
@@ -79,7 +79,11 @@ pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<()
         }
     }
     if !errors.is_empty() {
-        return Err(AgentError::Prepare { file: config.file.clone(), count: errors.len(), errors: errors.join("\n  ") });
+        return Err(AgentError::Prepare {
+            file: config.file.clone(),
+            count: errors.len(),
+            errors: errors.join("\n  "),
+        });
     }
 
     let metrics = Arc::new(Metrics::new());

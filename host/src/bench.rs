@@ -157,7 +157,11 @@ pub fn run(runtime: &Runtime, count: usize, runs: usize) -> anyhow::Result<Resul
     let rss_loaded_kib = rss_kib();
 
     let scenarios: [(&'static str, &str, &str); 3] = [
-        ("udev-rule", r#"{"udevRules":["SUBSYSTEM==\"tty\", ATTRS{idVendor}==\"1a86\", ATTRS{idProduct}==\"7523\""]}"#, "tty"),
+        (
+            "udev-rule",
+            r#"{"udevRules":["SUBSYSTEM==\"tty\", ATTRS{idVendor}==\"1a86\", ATTRS{idProduct}==\"7523\""]}"#,
+            "tty",
+        ),
         ("glob", r#"{"groups":[{"paths":[{"path":"/dev/bench/tty*"}]}]}"#, "path"),
         ("usb-id", r#"{"usb":[{"vendor":"1a86","product":"7523"}],"includeChildren":false}"#, "usb"),
     ];
@@ -212,7 +216,10 @@ pub fn run(runtime: &Runtime, count: usize, runs: usize) -> anyhow::Result<Resul
             };
             one.push(start.elapsed());
             let after = evaluation.expect("a new matching device asks the handler").outcome?.len();
-            anyhow::ensure!(after == groups + 1, "{name}: the new device was not found ({after} groups, {groups} before)");
+            anyhow::ensure!(
+                after == groups + 1,
+                "{name}: the new device was not found ({after} groups, {groups} before)"
+            );
         }
         let (collect_p50, _) = spread(collect);
         let (full_p50, full_max) = spread(full);

@@ -169,8 +169,8 @@ pub struct Config {
 
 impl Config {
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(file)
-            .map_err(|source| ConfigError::Read { file: file.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_path_buf(), source })?;
         Config::parse(file, &text)
     }
 
@@ -181,16 +181,15 @@ impl Config {
         let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|error| {
             let path = error.path().to_string();
             let inner = error.into_inner();
-            let location = inner
-                .location()
-                .map(|l| format!("line {} column {}: ", l.line(), l.column()))
-                .unwrap_or_default();
+            let location =
+                inner.location().map(|l| format!("line {} column {}: ", l.line(), l.column())).unwrap_or_default();
             let field = if path == "." { String::new() } else { format!("{path}: ") };
             let text = inner.to_string();
             let message = bare_yaml_message(&text);
             ConfigError::Syntax { file: file.to_path_buf(), location, message: format!("{field}{message}") }
         })?;
-        let field_error = |field: String, message: String| ConfigError::Field { file: file.to_path_buf(), field, message };
+        let field_error =
+            |field: String, message: String| ConfigError::Field { file: file.to_path_buf(), field, message };
 
         let domain = raw.domain.unwrap_or_else(|| DEFAULT_DOMAIN.to_string());
         names::check_domain(&domain).map_err(|m| field_error("domain".into(), m))?;
@@ -202,7 +201,10 @@ impl Config {
             let at = |field: &str| format!("resources[{index}] ({:?}).{field}", raw.name);
             let name = names::resource_name(&domain, &raw.name).map_err(|m| field_error(at("name"), m))?;
             if !seen.insert(name.clone()) {
-                return Err(field_error(at("name"), format!("{name} is configured twice; resource names must be unique")));
+                return Err(field_error(
+                    at("name"),
+                    format!("{name} is configured twice; resource names must be unique"),
+                ));
             }
             let handler =
                 parse_handler_ref(base, &raw.handler, raw.allow_tags).map_err(|m| field_error(at("handler"), m))?;
@@ -217,7 +219,9 @@ impl Config {
                 Some(roots) => roots,
             };
             for (i, root) in allowed_roots.iter().enumerate() {
-                if !root.is_absolute() || root.components().any(|c| !matches!(c, Component::RootDir | Component::Normal(_))) {
+                if !root.is_absolute()
+                    || root.components().any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
+                {
                     return Err(field_error(
                         at(&format!("allowedRoots[{i}]")),
                         format!("{} must be an absolute path without `.` or `..`", root.display()),
@@ -257,7 +261,8 @@ fn parse_handler_ref(base: &Path, text: &str, allow_tags: bool) -> Result<Handle
     if let Some(rest) = text.strip_prefix("configmap:") {
         return parse_configmap_ref(rest).map(HandlerRef::ConfigMap);
     }
-    let looks_like_path = text.ends_with(".wasm") || text.starts_with('/') || text.starts_with("./") || text.starts_with("../");
+    let looks_like_path =
+        text.ends_with(".wasm") || text.starts_with('/') || text.starts_with("./") || text.starts_with("../");
     if looks_like_path {
         let path = Path::new(text);
         return Ok(HandlerRef::File(if path.is_absolute() { path.to_path_buf() } else { base.join(path) }));
@@ -284,7 +289,9 @@ fn parse_oci_ref(text: &str, allow_tags: bool) -> Result<OciRef, String> {
     let (name_and_tag, digest) = match text.split_once('@') {
         Some((rest, digest)) => {
             let Some(hex) = digest.strip_prefix("sha256:") else {
-                return Err(format!("{text:?}: only sha256 digests are supported (the agent verifies every blob with sha256)"));
+                return Err(format!(
+                    "{text:?}: only sha256 digests are supported (the agent verifies every blob with sha256)"
+                ));
             };
             if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
                 return Err(format!("{text:?}: the digest must be sha256: and 64 lowercase hex digits"));
@@ -416,7 +423,8 @@ mod tests {
     fn syntax_errors_name_the_field_once() {
         let error = parse("resources:\n  - name: keep\n    handler: glob\n    colour: blue\n").unwrap_err();
         assert!(
-            error.starts_with("/etc/devsieve/config.yaml: line 4 column 5: resources[0].colour: unknown field `colour`"),
+            error
+                .starts_with("/etc/devsieve/config.yaml: line 4 column 5: resources[0].colour: unknown field `colour`"),
             "{error}"
         );
         assert_eq!(error.matches("resources[0]").count(), 1, "{error}");
@@ -489,8 +497,11 @@ mod tests {
         // Bad digests.
         let err = handler("registry.example.com/zigbee@sha256:abc", false).unwrap_err();
         assert!(err.contains("64 lowercase hex"), "{err}");
-        let err = handler(&format!("registry.example.com/zigbee@{}", DIGEST.to_uppercase().replace("SHA256", "sha256")), false)
-            .unwrap_err();
+        let err = handler(
+            &format!("registry.example.com/zigbee@{}", DIGEST.to_uppercase().replace("SHA256", "sha256")),
+            false,
+        )
+        .unwrap_err();
         assert!(err.contains("lowercase") || err.contains("not a valid"), "{err}");
         let err = handler(&format!("registry.example.com/zigbee@sha512:{}", "0".repeat(128)), false).unwrap_err();
         assert!(err.contains("sha256"), "{err}");
@@ -505,7 +516,9 @@ mod tests {
             assert!(err.contains(says), "{bad}: {err}");
         }
         let r = handler(&format!("ghcr.io/org/team/my_handler-x.y:v1.2_3@{DIGEST}"), false).unwrap();
-        assert!(matches!(&r, HandlerRef::Oci(oci) if oci.repository == "org/team/my_handler-x.y" && oci.tag.as_deref() == Some("v1.2_3")));
+        assert!(
+            matches!(&r, HandlerRef::Oci(oci) if oci.repository == "org/team/my_handler-x.y" && oci.tag.as_deref() == Some("v1.2_3"))
+        );
         // No registry: say so.
         let err = handler(&format!("handlers/zigbee@{DIGEST}"), false).unwrap_err();
         assert!(err.contains("without a registry"), "{err}");

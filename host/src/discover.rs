@@ -8,11 +8,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::config::{Config, HandlerRef, Resource};
+use crate::evaluate::ResourceEval;
 use crate::handler::bindings::{DeviceGroup, Requirements};
 use crate::handler::{self, LoadedHandler, Runtime};
 use crate::loader::{HandlerBytes, LoadError, Loader};
 use crate::names;
-use crate::evaluate::ResourceEval;
 use crate::source::{SourceError, Sources};
 
 #[derive(Debug, thiserror::Error)]

@@ -61,7 +61,13 @@ pub struct ResourceEval {
 
 impl ResourceEval {
     pub fn new(prepared: Prepared) -> Self {
-        ResourceEval { prepared, table: DeviceTable::default(), verdicts: HashMap::default(), stale: true, last_groups: Vec::new() }
+        ResourceEval {
+            prepared,
+            table: DeviceTable::default(),
+            verdicts: HashMap::default(),
+            stale: true,
+            last_groups: Vec::new(),
+        }
     }
 
     /// Whether this resource reads udev devices at all.

@@ -28,9 +28,9 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::{Config, HandlerRef, Resource};
 use crate::discover::{self, Fetched, Loaded, ResourceError};
-use crate::loader::{Loader, WatchItem};
 use crate::evaluate::{Evaluation, ResourceEval, UdevEvent};
 use crate::handler::Runtime;
+use crate::loader::{Loader, WatchItem};
 use crate::metrics::Metrics;
 use crate::registry::{self, EvaluationInfo, ResourceSpec};
 use crate::snapshot::Changes;
@@ -47,10 +47,16 @@ pub enum Input {
     /// Something changed next to the config file or a handler file.
     Files,
     /// A handler that can change at its source (a ConfigMap) changed.
-    Handler { reference: HandlerRef, update: WatchItem },
+    Handler {
+        reference: HandlerRef,
+        update: WatchItem,
+    },
     /// Handlers fetched in the background (a registry may be slow: the
     /// evaluator never waits for one).
-    Fetched { purpose: FetchPurpose, fetched: Fetched },
+    Fetched {
+        purpose: FetchPurpose,
+        fetched: Fetched,
+    },
     Shutdown,
 }
 
@@ -408,7 +414,8 @@ impl Evaluator {
             self.last_error.insert(name.to_string(), error.clone());
         }
         let info = EvaluationInfo { at: SystemTime::now(), took: Duration::ZERO, error: Some(error.clone()) };
-        let _ = self.registry.send(registry::Input::Evaluated { resource: name.to_string(), outcome: Err(error), info });
+        let _ =
+            self.registry.send(registry::Input::Evaluated { resource: name.to_string(), outcome: Err(error), info });
     }
 
     /// Reports that the running handler stays although its source changed
@@ -418,7 +425,8 @@ impl Evaluator {
         self.metrics.evaluation(name, Duration::ZERO, Some("reload"));
         let groups = self.resources.get(name).map(|r| r.last_groups().to_vec()).unwrap_or_default();
         let info = EvaluationInfo { at: SystemTime::now(), took: Duration::ZERO, error: Some(message) };
-        let _ = self.registry.send(registry::Input::Evaluated { resource: name.to_string(), outcome: Ok(groups), info });
+        let _ =
+            self.registry.send(registry::Input::Evaluated { resource: name.to_string(), outcome: Ok(groups), info });
     }
 
     /// Files and built-ins: read at once (no network involved).
@@ -485,7 +493,10 @@ impl Evaluator {
             Ok(bytes) => bytes,
             Err(error) => {
                 for name in users {
-                    self.report_kept(&name, format!("handler {reference}: {error}; the last good handler keeps running"));
+                    self.report_kept(
+                        &name,
+                        format!("handler {reference}: {error}; the last good handler keeps running"),
+                    );
                 }
                 return;
             }
@@ -631,7 +642,8 @@ impl Evaluator {
         let mut next: Vec<(String, Option<discover::Prepared>)> = Vec::new();
         for resource in &config.resources {
             let unchanged = self.resources.get(&resource.name).is_some_and(|r| {
-                r.prepared.resource == *resource && handler_file_unchanged(&r.prepared.resource.handler, r.prepared.handler.digest())
+                r.prepared.resource == *resource
+                    && handler_file_unchanged(&r.prepared.resource.handler, r.prepared.handler.digest())
             });
             if unchanged {
                 next.push((resource.name.clone(), None));
@@ -688,7 +700,8 @@ impl Evaluator {
             .collect();
         // A file back to what is running is no longer refused.
         self.refused_handlers.retain(|name, _| names.contains(name));
-        let resources: Vec<Resource> = names.iter().map(|name| self.resources[name].prepared.resource.clone()).collect();
+        let resources: Vec<Resource> =
+            names.iter().map(|name| self.resources[name].prepared.resource.clone()).collect();
         let fetched = self.fetch_local(resources.iter().map(|r| &r.handler));
         let mut loaded = Loaded::new();
         for resource in resources {

@@ -6,14 +6,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use devsieve::config::Config;
-use devsieve::handler::{Limits, Runtime};
 use devsieve::agent::{self, AgentOptions};
+use devsieve::config::Config;
 use devsieve::evaluator::Coalescing;
+use devsieve::handler::{Limits, Runtime};
+use devsieve::inspect;
+use devsieve::loader::{Loader, LoaderOptions};
 use devsieve::{bench, discover, output, source::Sources, status};
 use std::time::Duration;
-use devsieve::loader::{Loader, LoaderOptions};
-use devsieve::inspect;
 
 #[derive(Parser)]
 #[command(name = "devsieve", version, about = "Give Kubernetes pods the devices of the node they run on")]

@@ -139,7 +139,11 @@ impl Metrics {
 
     pub fn allocation(&self, resource: &str, ok: bool) {
         let label = ResourceLabel { resource: resource.into() };
-        if ok { self.allocations.get_or_create(&label).inc() } else { self.allocation_errors.get_or_create(&label).inc() };
+        if ok {
+            self.allocations.get_or_create(&label).inc()
+        } else {
+            self.allocation_errors.get_or_create(&label).inc()
+        };
     }
 
     pub fn evaluation(&self, resource: &str, took: Duration, failure: Option<&'static str>) {
@@ -180,8 +184,14 @@ mod tests {
         metrics.registration("devsieve.io/printer", true);
         let text = metrics.encode();
         assert!(text.contains(r#"devsieve_devices{resource="devsieve.io/printer",health="Healthy"} 2"#), "{text}");
-        assert!(text.contains(r#"devsieve_handler_failures_total{resource="devsieve.io/printer",kind="trap"} 1"#), "{text}");
-        assert!(text.contains(r#"devsieve_registrations_total{resource="devsieve.io/printer",result="ok"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"devsieve_handler_failures_total{resource="devsieve.io/printer",kind="trap"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"devsieve_registrations_total{resource="devsieve.io/printer",result="ok"} 1"#),
+            "{text}"
+        );
         metrics.forget_resource("devsieve.io/printer");
         assert!(!metrics.encode().contains("devsieve_devices{"), "{}", metrics.encode());
     }

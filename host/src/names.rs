@@ -52,7 +52,11 @@ pub fn check_domain(domain: &str) -> Result<(), String> {
     if domain.is_empty() || domain.len() > 253 || !domain.split('.').all(label_ok) {
         return Err(format!("{domain:?} is not a valid domain (a lowercase DNS name such as devsieve.io)"));
     }
-    if domain == "kubernetes.io" || domain.ends_with(".kubernetes.io") || domain == "k8s.io" || domain.ends_with(".k8s.io") {
+    if domain == "kubernetes.io"
+        || domain.ends_with(".kubernetes.io")
+        || domain == "k8s.io"
+        || domain.ends_with(".k8s.io")
+    {
         return Err(format!("{domain:?} is reserved for Kubernetes' own resources"));
     }
     if domain.starts_with("requests.") {
@@ -91,10 +95,8 @@ fn device_id_within(handler_id: &str, max: usize) -> String {
     }
     let digest = format!("{:x}", Sha256::digest(handler_id.as_bytes()));
     let tail = handler_id.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
-    let readable: String = tail
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
-        .collect();
+    let readable: String =
+        tail.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect();
     let readable = readable.trim_matches(|c: char| !c.is_ascii_alphanumeric());
     let keep = max - 17;
     let readable = &readable[..readable.len().min(keep)];

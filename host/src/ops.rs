@@ -122,10 +122,7 @@ async fn readyz(State(ops): State<Ops>) -> Response {
 
 async fn metrics(State(ops): State<Ops>) -> Response {
     ops.metrics.set_async_tasks(tokio::runtime::Handle::current().metrics().num_alive_tasks());
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        ops.metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], ops.metrics.encode())
         .into_response()
 }
 
@@ -239,8 +236,16 @@ mod tests {
         };
         let text = format_report(&report, SystemTime::UNIX_EPOCH + Duration::from_secs(165));
         assert!(text.contains("generation 3"), "{text}");
-        assert!(text.contains("last change refused (the previous config is serving): resources[0].name: bad"), "{text}");
-        assert!(text.contains("devsieve.io/printer  builtin:udev-rule  1        2          yes         1m5s ago, took 0.50 ms"), "{text}");
+        assert!(
+            text.contains("last change refused (the previous config is serving): resources[0].name: bad"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "devsieve.io/printer  builtin:udev-rule  1        2          yes         1m5s ago, took 0.50 ms"
+            ),
+            "{text}"
+        );
         assert!(text.contains("  error: handler trapped"), "{text}");
     }
 }

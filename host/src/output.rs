@@ -43,7 +43,12 @@ pub fn table(reports: &[Report]) -> String {
                         })
                         .collect();
                     nodes.extend(g.mounts.iter().map(|m| {
-                        format!("mount {} -> {}{}", m.host_path, m.container_path, if m.read_only { " (ro)" } else { "" })
+                        format!(
+                            "mount {} -> {}{}",
+                            m.host_path,
+                            m.container_path,
+                            if m.read_only { " (ro)" } else { "" }
+                        )
                     }));
                     let env = g.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     [vec![g.id.clone()], vec![g.share.to_string()], nodes, env]
@@ -62,8 +67,13 @@ pub fn table(reports: &[Report]) -> String {
                 let _ = writeln!(
                     out,
                     "  {:w0$}  {:w1$}  {:w2$}  {}",
-                    cells[0], cells[1], cells[2], cells[3],
-                    w0 = widths[0], w1 = widths[1], w2 = widths[2]
+                    cells[0],
+                    cells[1],
+                    cells[2],
+                    cells[3],
+                    w0 = widths[0],
+                    w1 = widths[1],
+                    w2 = widths[2]
                 );
             };
             line(&mut out, headers);

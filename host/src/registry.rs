@@ -382,10 +382,7 @@ mod tests {
         let t0 = Instant::now();
         registry.handle(Input::Resources { generation: 1, resources: vec![spec("d/r")] }, t0);
         registry.handle(evaluated("d/r", Ok(vec![group("a", 1), group("b", 2)])), t0);
-        assert_eq!(
-            health(&outputs, "d/r"),
-            [("a".into(), true), ("b-0".into(), true), ("b-1".into(), true)]
-        );
+        assert_eq!(health(&outputs, "d/r"), [("a".into(), true), ("b-0".into(), true), ("b-1".into(), true)]);
 
         registry.handle(evaluated("d/r", Ok(vec![group("b", 2)])), t0);
         assert_eq!(health(&outputs, "d/r")[0], ("a".into(), false), "a vanished: unhealthy, still listed");

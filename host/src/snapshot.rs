@@ -159,12 +159,8 @@ impl DeviceTable {
     /// first, but a lost event must not leave orphans).
     pub fn remove_subtree(&mut self, devpath: &str) -> Changes {
         let prefix = format!("{devpath}/");
-        let mut removed: Vec<String> = self
-            .entries
-            .keys()
-            .filter(|path| path.as_str() == devpath || path.starts_with(&prefix))
-            .cloned()
-            .collect();
+        let mut removed: Vec<String> =
+            self.entries.keys().filter(|path| path.as_str() == devpath || path.starts_with(&prefix)).cloned().collect();
         removed.sort();
         for path in &removed {
             self.entries.remove(path);
@@ -209,7 +205,11 @@ impl DeviceTable {
                     break;
                 }
                 chain.push(devpath);
-                at = self.entries.get(devpath).and_then(|e| e.parent.as_deref()).filter(|p| self.entries.contains_key(*p));
+                at = self
+                    .entries
+                    .get(devpath)
+                    .and_then(|e| e.parent.as_deref())
+                    .filter(|p| self.entries.contains_key(*p));
             }
             // `at` is known (or none): depths count down from it.
             let mut d = at.and_then(|known| depth.get(known).copied()).map_or(0, |d| d + 1);

@@ -67,7 +67,8 @@ fn files_config(pattern: &str) -> String {
 #[ignore = "a benchmark: run by tests/bench/run"]
 async fn suite() {
     let began = Instant::now();
-    let mut figures = vec![latency("start → registered (3 built-in resources, warm cache)", &start_to_registered().await)];
+    let mut figures =
+        vec![latency("start → registered (3 built-in resources, warm cache)", &start_to_registered().await)];
     let (restart, allocate, memory) = restart_and_allocate().await;
     figures.push(latency("kubelet restart → registered again (all 3)", &restart));
     figures.push(latency("Allocate (call → response)", &allocate));
@@ -105,7 +106,8 @@ async fn start_to_registered() -> Vec<Duration> {
         let mut agent = Agent::start(&node.config(), &node.plugins(), &QUIET);
         let mut last = spawned;
         for resource in BUILTINS {
-            let registration = kubelet.wait_registered(resource, WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+            let registration =
+                kubelet.wait_registered(resource, WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
             last = last.max(registration.registered_at);
         }
         if run > 0 {
@@ -128,7 +130,8 @@ async fn restart_and_allocate() -> (Vec<Duration>, Vec<Duration>, Value) {
     let agent = Agent::start(&node.config(), &node.plugins(), &QUIET);
     let mut nth = BTreeMap::new();
     for resource in BUILTINS {
-        let registration = kubelet.wait_registered(resource, WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+        let registration =
+            kubelet.wait_registered(resource, WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
         nth.insert(resource, registration.nth);
         kubelet.wait_devices(resource, WAIT, |_| true).await.unwrap();
     }
@@ -160,7 +163,8 @@ async fn restart_and_allocate() -> (Vec<Duration>, Vec<Duration>, Value) {
     let mut allocates = Vec::new();
     for _ in 0..ALLOCATES {
         let called = Instant::now();
-        let response = kubelet.allocate(SERIAL, vec![vec![id.clone()]]).await.unwrap_or_else(|e| panic!("{e:?}\n{}", agent.log()));
+        let response =
+            kubelet.allocate(SERIAL, vec![vec![id.clone()]]).await.unwrap_or_else(|e| panic!("{e:?}\n{}", agent.log()));
         allocates.push(called.elapsed());
         assert_eq!(response.container_responses[0].devices.len(), 1);
     }
@@ -277,9 +281,8 @@ fn ftdi(port: u32, n: u32) -> String {
 /// 3 resources and 100 devices, untouched for the window: memory, CPU time
 /// and context switches (the wake-ups), per thread by name.
 async fn idle() -> Vec<Value> {
-    let window = Duration::from_secs(
-        std::env::var("DEVSIEVE_BENCH_IDLE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60),
-    );
+    let window =
+        Duration::from_secs(std::env::var("DEVSIEVE_BENCH_IDLE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60));
     let testbed = Testbed::new().unwrap();
     for port in 1..=25 {
         testbed.add_from_string(&ch340(port, port)).unwrap();
@@ -290,14 +293,20 @@ async fn idle() -> Vec<Value> {
         std::fs::write(node.dev().join(format!("f{i:02}")), b"").unwrap();
     }
     // printer: the 25 CH340 ttys; stick: the 25 FTDI USB devices; files: the 50 files.
-    let config = UDEV_CONFIG.replace(r#"{vendor: "1a86", product: "7523"}], includeChildren: true"#, r#"{vendor: "0403", product: "6001"}]"#);
+    let config = UDEV_CONFIG.replace(
+        r#"{vendor: "1a86", product: "7523"}], includeChildren: true"#,
+        r#"{vendor: "0403", product: "6001"}]"#,
+    );
     assert_ne!(config, UDEV_CONFIG, "the stick resource matches the FTDI adapters");
     node.write_config(&format!("{config}{}", files_config("f*").trim_start_matches("resources:\n")));
     let kubelet = KubeletSim::start(node.plugins()).unwrap();
     let agent = agent_under(&testbed, &node, &QUIET);
     for (resource, count) in [(PRINTER, 25), (STICK, 25), (FILES, 50)] {
         kubelet.wait_registered(resource, WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
-        kubelet.wait_devices(resource, WAIT, |d| d.len() == count).await.unwrap_or_else(|e| panic!("{resource}: {e}\n{}", agent.log()));
+        kubelet
+            .wait_devices(resource, WAIT, |d| d.len() == count)
+            .await
+            .unwrap_or_else(|e| panic!("{resource}: {e}\n{}", agent.log()));
     }
     // Deliberate: whatever the start leaves behind (a freed buffer, a last
     // log line) is done before the window opens.
@@ -349,8 +358,10 @@ impl Sample {
         let proc = PathBuf::from(format!("/proc/{pid}"));
         let stat = std::fs::read_to_string(proc.join("stat")).unwrap_or_default();
         // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-        let fields: Vec<u64> =
-            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect()).unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect())
+            .unwrap_or_default();
         let cpu_ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
         let mut threads = BTreeMap::new();
         for task in std::fs::read_dir(proc.join("task")).into_iter().flatten().flatten() {
@@ -402,7 +413,10 @@ async fn one_among_many() -> (Vec<Duration>, Value) {
     let kubelet = KubeletSim::start(node.plugins()).unwrap();
     let agent = Agent::start(&node.config(), &node.plugins(), &QUIET);
     kubelet.wait_registered(FILES, WAIT * 4).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
-    kubelet.wait_devices(FILES, WAIT * 4, |d| d.len() == SCALE_DEVICES).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    kubelet
+        .wait_devices(FILES, WAIT * 4, |d| d.len() == SCALE_DEVICES)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
 
     let mut samples = Vec::new();
     for event in 0..SCALE_EVENTS {

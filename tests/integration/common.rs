@@ -27,12 +27,8 @@ pub fn text(output: &Output) -> (String, String) {
 
 /// `devsieve discover --json` on `config`; the parsed reports and stderr.
 pub fn discover_json(config: &Path, extra: &[&str]) -> (serde_json::Value, Output) {
-    let output = devsieve()
-        .args(["discover", "--json", "--config"])
-        .arg(config)
-        .args(extra)
-        .output()
-        .expect("running devsieve");
+    let output =
+        devsieve().args(["discover", "--json", "--config"]).arg(config).args(extra).output().expect("running devsieve");
     let (stdout, stderr) = text(&output);
     let reports = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("discover printed no JSON ({e}):\nstdout: {stdout}\nstderr: {stderr}"));

@@ -39,10 +39,17 @@ fn a_configmap_mounted_as_a_volume_is_a_file_reference() {
     let dir = tempfile::tempdir().unwrap();
     let volume = dir.path().join("handlers");
     std::fs::create_dir(&volume).unwrap();
-    mount_configmap(&volume, "2025_01_01_00_00_00.000000001", &[("zigbee.wasm", &std::fs::read(example_handler()).unwrap())]);
+    mount_configmap(
+        &volume,
+        "2025_01_01_00_00_00.000000001",
+        &[("zigbee.wasm", &std::fs::read(example_handler()).unwrap())],
+    );
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, format!("resources:\n  - name: zigbee\n    handler: {}\n", volume.join("zigbee.wasm").display()))
-        .unwrap();
+    std::fs::write(
+        &config,
+        format!("resources:\n  - name: zigbee\n    handler: {}\n", volume.join("zigbee.wasm").display()),
+    )
+    .unwrap();
     let mut command = devsieve();
     command.args(["discover", "--json", "--config"]).arg(&config);
     let output = under_umockdev(&case_file("custom-handler/zigbee-sticks.umockdev"), &command);
@@ -50,7 +57,11 @@ fn a_configmap_mounted_as_a_volume_is_a_file_reference() {
     assert_eq!(granted_nodes(report(&reports_of(&output), "devsieve.io/zigbee")).len(), 3);
 
     // The kubelet swaps `..data`: the next read sees the new handler.
-    mount_configmap(&volume, "2025_01_02_00_00_00.000000002", &[("zigbee.wasm", &std::fs::read(test_guest("old-contract-handler")).unwrap())]);
+    mount_configmap(
+        &volume,
+        "2025_01_02_00_00_00.000000002",
+        &[("zigbee.wasm", &std::fs::read(test_guest("old-contract-handler")).unwrap())],
+    );
     let output = devsieve().args(["validate", "--config"]).arg(&config).output().unwrap();
     assert!(!output.status.success());
     assert!(text(&output).1.contains("devsieve:handler@9.0.0"), "{}", text(&output).1);
@@ -123,10 +134,8 @@ impl MockApi {
 }
 
 fn configmap_json(data: &[(String, Vec<u8>)], version: u64) -> serde_json::Value {
-    let binary: serde_json::Map<String, serde_json::Value> = data
-        .iter()
-        .map(|(k, v)| (k.clone(), base64::engine::general_purpose::STANDARD.encode(v).into()))
-        .collect();
+    let binary: serde_json::Map<String, serde_json::Value> =
+        data.iter().map(|(k, v)| (k.clone(), base64::engine::general_purpose::STANDARD.encode(v).into())).collect();
     serde_json::json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -177,14 +186,19 @@ fn serve(stream: TcpStream, state: Arc<Mutex<ApiState>>) {
                 ),
             }
         } else if target.starts_with("/api/v1/namespaces/devsieve/configmaps?") && target.contains("watch=true") {
-            let _ = write!(stream, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+            );
             let _ = stream.flush();
             // As the API server does: changes after the version asked for
             // are sent, even those made before the watch connected.
             let asked = target.split(['?', '&']).find_map(|p| p.strip_prefix("resourceVersion=")).unwrap_or_default();
             if asked != guard.version.to_string() {
                 let event = match &guard.object {
-                    Some(data) => serde_json::json!({"type": "MODIFIED", "object": configmap_json(data, guard.version)}),
+                    Some(data) => {
+                        serde_json::json!({"type": "MODIFIED", "object": configmap_json(data, guard.version)})
+                    }
                     None => serde_json::json!({"type": "DELETED", "object": configmap_json(&[], guard.version)}),
                 };
                 let _ = write_chunk(&mut stream, format!("{event}\n").as_bytes());
@@ -192,7 +206,11 @@ fn serve(stream: TcpStream, state: Arc<Mutex<ApiState>>) {
             guard.watchers.push(stream);
             return;
         } else {
-            respond(&mut stream, "403 Forbidden", r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403,"message":"only get and watch on configmaps/handlers"}"#);
+            respond(
+                &mut stream,
+                "403 Forbidden",
+                r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403,"message":"only get and watch on configmaps/handlers"}"#,
+            );
         }
     }
 }
@@ -214,7 +232,11 @@ fn a_configmap_is_read_and_watched_through_the_api_with_only_get_and_watch() {
     let first = std::fs::read(example_handler()).unwrap();
     let second = std::fs::read(test_guest("hostile-handler")).unwrap();
     let api = MockApi::start("zigbee.wasm", &first);
-    let loader = Loader::new(LoaderOptions { kube_client: api.client(), backoff: Duration::from_millis(50), ..Default::default() });
+    let loader = Loader::new(LoaderOptions {
+        kube_client: api.client(),
+        backoff: Duration::from_millis(50),
+        ..Default::default()
+    });
     let reference = HandlerRef::ConfigMap(ConfigMapRef {
         namespace: "devsieve".into(),
         name: "handlers".into(),
@@ -302,7 +324,10 @@ fn discover_reads_a_configmap_reference_through_the_kubeconfig_and_reports_a_mis
     assert!(!output.status.success());
     assert_eq!(granted_nodes(report(&reports, "devsieve.io/zigbee")).len(), 3, "{reports:#}");
     let gone = report(&reports, "devsieve.io/gone")["error"].as_str().unwrap_or_default().to_string();
-    assert!(gone.contains("configmap:devsieve/handlers/gone.wasm") && gone.contains("has no key \"gone.wasm\""), "{gone}");
+    assert!(
+        gone.contains("configmap:devsieve/handlers/gone.wasm") && gone.contains("has no key \"gone.wasm\""),
+        "{gone}"
+    );
     assert_eq!(granted_nodes(report(&reports, "devsieve.io/null")), ["/dev/null"]);
 }
 
@@ -313,7 +338,11 @@ fn no_configmap_reference_no_kubernetes_client() {
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, "this is not a kubeconfig").unwrap();
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, "resources:\n  - name: null\n    handler: glob\n    config: {groups: [{paths: [{path: /dev/null}]}]}\n").unwrap();
+    std::fs::write(
+        &config,
+        "resources:\n  - name: null\n    handler: glob\n    config: {groups: [{paths: [{path: /dev/null}]}]}\n",
+    )
+    .unwrap();
     let output = devsieve()
         .env("KUBECONFIG", &kubeconfig)
         .env("DEVSIEVE_LOG", "devsieve=info")
@@ -368,9 +397,7 @@ fn the_agent_follows_a_configmap_handler_live_and_keeps_the_last_good_one() {
         let mut updated = hostile.clone();
         updated.extend_from_slice(&[0, 5, 4, b't', b'e', b's', b't']);
         api.set(Some(vec![("h.wasm".into(), updated.clone())]));
-        agent
-            .wait_status(SECS(10), "the update", |_| agent.log().contains("handler updated: reloaded"))
-            .await;
+        agent.wait_status(SECS(10), "the update", |_| agent.log().contains("handler updated: reloaded")).await;
         assert!(agent.log().contains(&sha256_digest(&updated)), "{}", agent.log());
 
         api.set(None);
@@ -379,7 +406,11 @@ fn the_agent_follows_a_configmap_handler_live_and_keeps_the_last_good_one() {
                 s["resources"][0]["last_error"].as_str().is_some_and(|e| e.contains("was deleted"))
             })
             .await;
-        assert_eq!(kubelet.latest("devsieve.io/cm").unwrap().devices[0].health, "Healthy", "the last good handler serves");
+        assert_eq!(
+            kubelet.latest("devsieve.io/cm").unwrap().devices[0].health,
+            "Healthy",
+            "the last good handler serves"
+        );
         assert_eq!(kubelet.registration("devsieve.io/cm").unwrap().nth, 1);
     });
 }

@@ -10,7 +10,10 @@ fn the_example_handler_finds_the_zigbee_coordinators_and_only_them() {
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
-        format!("resources:\n  - name: zigbee\n    handler: {}\n    config: {{permissions: rw}}\n", example_handler().display()),
+        format!(
+            "resources:\n  - name: zigbee\n    handler: {}\n    config: {{permissions: rw}}\n",
+            example_handler().display()
+        ),
     )
     .unwrap();
     let mut command = devsieve();

@@ -43,11 +43,7 @@ fn the_anywhere_example_finds_this_machines_null_device() {
     assert_eq!(null["groups"][0]["share"], 10);
     // The mem subsystem exists on every Linux kernel, with or without a udev daemon.
     let mem = report(&reports, "devsieve.io/mem");
-    let nodes: Vec<&str> = mem["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["device_nodes"][0]["host_path"].as_str().unwrap())
-        .collect();
+    let nodes: Vec<&str> =
+        mem["groups"].as_array().unwrap().iter().map(|g| g["device_nodes"][0]["host_path"].as_str().unwrap()).collect();
     assert!(nodes.contains(&"/dev/null") && nodes.contains(&"/dev/zero"), "{mem:#}");
 }

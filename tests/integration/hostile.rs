@@ -28,9 +28,8 @@ fn hostile_handlers_are_contained_and_reported() {
     let (reports, output) = discover_json(&config, &["--handler-time-budget-ms", "300"]);
     assert!(!output.status.success(), "failures must show in the exit code");
 
-    let error = |name: &str| {
-        report(&reports, &format!("devsieve.io/{name}"))["error"].as_str().unwrap_or_default().to_string()
-    };
+    let error =
+        |name: &str| report(&reports, &format!("devsieve.io/{name}"))["error"].as_str().unwrap_or_default().to_string();
     let loops = error("loops");
     assert!(loops.contains("time budget") && loops.contains("select"), "{loops}");
     let hoards = error("hoards");
@@ -59,10 +58,7 @@ fn a_handler_for_another_contract_is_refused_with_both_versions() {
     let output = devsieve().args(["validate", "--config"]).arg(&config).output().unwrap();
     let (_, stderr) = text(&output);
     assert!(!output.status.success());
-    assert!(
-        stderr.contains("devsieve:handler@9.0.0") && stderr.contains("devsieve:handler@0.1.0"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("devsieve:handler@9.0.0") && stderr.contains("devsieve:handler@0.1.0"), "{stderr}");
 }
 
 #[test]

@@ -28,7 +28,6 @@ fn under(testbed: &Testbed, command: Command) -> Command {
     wrapped
 }
 
-
 pub const PRINTER: &str = "devsieve.io/printer";
 pub const STICK: &str = "devsieve.io/stick";
 
@@ -80,7 +79,10 @@ async fn udev_hotplug_reaches_the_kubelet_and_a_burst_is_one_update() {
     let agent = agent_under(&testbed, &node, &["--grace-period", "1s", "--event-settle", "20ms"]);
     for resource in [PRINTER, STICK] {
         kubelet.wait_registered(resource, SECS(20)).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
-        kubelet.wait_devices(resource, SECS(5), |d| d.len() == 1).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+        kubelet
+            .wait_devices(resource, SECS(5), |d| d.len() == 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
     }
     let updates_before = kubelet.updates(STICK).len();
     let sticks_before = ids(&kubelet.latest(STICK).unwrap().devices);
@@ -88,11 +90,19 @@ async fn udev_hotplug_reaches_the_kubelet_and_a_burst_is_one_update() {
 
     // Four devices, four add events 1 ms apart: one update per resource.
     let devices = plug(&testbed, &ch340(2, 1), Duration::from_millis(1));
-    let printer = kubelet.wait_devices(PRINTER, SECS(5), |d| d.len() == 2).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let printer = kubelet
+        .wait_devices(PRINTER, SECS(5), |d| d.len() == 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
     assert!(printer.devices.iter().all(|d| d.health == "Healthy"));
     let stick = kubelet.wait_devices(STICK, SECS(5), |d| d.len() == 2).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(kubelet.updates(STICK).len(), updates_before + 1, "the burst was not coalesced: {:#?}", kubelet.updates(STICK));
+    assert_eq!(
+        kubelet.updates(STICK).len(),
+        updates_before + 1,
+        "the burst was not coalesced: {:#?}",
+        kubelet.updates(STICK)
+    );
 
     // The new stick grants its USB node and, with includeChildren, its tty.
     let new_stick = ids(&stick.devices).difference(&sticks_before).next().cloned().expect("a new id");
@@ -136,7 +146,10 @@ async fn path_events_follow_creation_removal_renames_late_directories_and_symlin
     let healthy = |d: &[devsieve_kubelet_sim::Device]| d.iter().filter(|d| d.health == "Healthy").count();
 
     std::fs::write(node.dev().join("ttyFAKE0"), b"").unwrap();
-    let created = kubelet.wait_devices(serial, SECS(5), |d| healthy(d) == 1).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let created = kubelet
+        .wait_devices(serial, SECS(5), |d| healthy(d) == 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
     std::fs::rename(node.dev().join("ttyFAKE0"), node.dev().join("ttyFAKE1")).unwrap();
     let renamed = kubelet.wait_devices(serial, SECS(5), |d| d.len() == 2 && healthy(d) == 1).await.unwrap();
     assert_eq!(health_of(&renamed.devices, &created.devices[0].id), Some("Unhealthy"), "the old name went away");
@@ -192,7 +205,9 @@ async fn config_changes_apply_only_the_difference_and_bad_ones_keep_the_old_conf
         std::fs::write(node.dev().join(file), b"").unwrap();
     }
     let glob = |name: &str, pattern: &str| {
-        format!("  - name: {name}\n    handler: glob\n    allowedRoots: [$DEV]\n    config: {{groups: [{{paths: [{{path: $DEV/{pattern}}}]}}]}}\n")
+        format!(
+            "  - name: {name}\n    handler: glob\n    allowedRoots: [$DEV]\n    config: {{groups: [{{paths: [{{path: $DEV/{pattern}}}]}}]}}\n"
+        )
     };
     node.write_config(&format!("resources:\n{}{}{}", glob("keep", "a*"), glob("change", "b*"), glob("drop", "b*")));
     let kubelet = KubeletSim::start(node.plugins()).unwrap();
@@ -212,13 +227,19 @@ async fn config_changes_apply_only_the_difference_and_bad_ones_keep_the_old_conf
     kubelet.wait_devices("devsieve.io/change", SECS(5), |d| healthy(d) == 2).await.unwrap();
     agent.wait_status(SECS(5), "generation 2", |s| s["config_generation"] == 2).await;
     assert!(!sockets(&node.plugins()).contains(&drop_socket), "the dropped resource's socket is removed");
-    assert_eq!(kubelet.registration("devsieve.io/change").unwrap().nth, 1, "a changed resource keeps its registration and stream");
+    assert_eq!(
+        kubelet.registration("devsieve.io/change").unwrap().nth,
+        1,
+        "a changed resource keeps its registration and stream"
+    );
     assert_eq!(kubelet.registration("devsieve.io/keep").unwrap().nth, 1);
     assert_eq!(kubelet.updates("devsieve.io/keep").len(), keep_updates, "an unchanged resource is not touched");
 
     // A bad change is refused: the old config keeps serving, and it shows.
     node.write_config("resources:\n  - name: keep\n    handler: glob\n    colour: blue\n");
-    agent.wait_status(SECS(5), "the refusal", |s| s["config_error"].as_str().is_some_and(|e| e.contains("colour"))).await;
+    agent
+        .wait_status(SECS(5), "the refusal", |s| s["config_error"].as_str().is_some_and(|e| e.contains("colour")))
+        .await;
     let (code, body) = agent.get("/readyz").unwrap();
     assert_eq!(code, 503);
     assert!(body.contains("config change refused") && body.contains("colour"), "{body}");
@@ -258,7 +279,9 @@ async fn a_swapped_handler_file_is_reloaded_and_a_broken_one_leaves_the_old_runn
     replace_file(&handler, b"\0asm\x0d\0\x01\0 not a component");
     agent
         .wait_status(SECS(10), "the refusal", |s| {
-            s["resources"][0]["last_error"].as_str().is_some_and(|e| e.contains("refused") && e.contains("previous handler keeps running"))
+            s["resources"][0]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("refused") && e.contains("previous handler keeps running"))
         })
         .await;
     assert_eq!(kubelet.latest(custom).unwrap().devices[0].health, "Healthy", "the old handler keeps serving");

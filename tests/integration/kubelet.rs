@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use devsieve_kubelet_sim::{Device, KubeletSim};
 
-use crate::agent::{Agent, SECS, run_command, sockets, write_atomically, free_port};
+use crate::agent::{Agent, SECS, free_port, run_command, sockets, write_atomically};
 use crate::common::{discover_json, report, test_guest};
 
 /// A fake /dev under a temp dir, a plugin dir, and a config over both.
@@ -97,7 +97,8 @@ async fn registers_what_discover_reports_and_allocates_nodes_mounts_and_env() {
     let kubelet = KubeletSim::start(node.plugins()).unwrap();
     let mut agent = Agent::start(&node.config(), &node.plugins(), &[]);
     for resource in ["devsieve.io/serial", "devsieve.io/null", "devsieve.io/mem"] {
-        let registration = kubelet.wait_registered(resource, SECS(20)).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+        let registration =
+            kubelet.wait_registered(resource, SECS(20)).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
         assert!(registration.options.get_preferred_allocation_available);
         let expected = discovered_ids(&reports, resource);
         assert!(!expected.is_empty(), "{resource}: discover found nothing: {reports:#}");
@@ -110,7 +111,8 @@ async fn registers_what_discover_reports_and_allocates_nodes_mounts_and_env() {
 
     // Allocate: what discover said a container gets.
     let serial = report(&reports, "devsieve.io/serial")["groups"][0].clone();
-    let response = kubelet.allocate("devsieve.io/serial", vec![vec![serial["id"].as_str().unwrap().into()]]).await.unwrap();
+    let response =
+        kubelet.allocate("devsieve.io/serial", vec![vec![serial["id"].as_str().unwrap().into()]]).await.unwrap();
     let container = &response.container_responses[0];
     assert_eq!(container.devices.len(), 1, "{container:?}");
     assert_eq!(container.devices[0].host_path, node.dev().join("ttyFAKE0").display().to_string());
@@ -123,9 +125,16 @@ async fn registers_what_discover_reports_and_allocates_nodes_mounts_and_env() {
     let response = kubelet.allocate("devsieve.io/mem", vec![vec![mem["id"].as_str().unwrap().into()]]).await.unwrap();
     let container = &response.container_responses[0];
     for pair in mem["env"].as_array().unwrap() {
-        assert_eq!(container.envs.get(pair[0].as_str().unwrap()).map(String::as_str), pair[1].as_str(), "{container:?}");
+        assert_eq!(
+            container.envs.get(pair[0].as_str().unwrap()).map(String::as_str),
+            pair[1].as_str(),
+            "{container:?}"
+        );
     }
-    assert!(container.envs.contains_key("UDEV_DEVNODE") && container.envs.contains_key("UDEV_DEVPATH"), "{container:?}");
+    assert!(
+        container.envs.contains_key("UDEV_DEVNODE") && container.envs.contains_key("UDEV_DEVPATH"),
+        "{container:?}"
+    );
 
     // Two containers at once; the shared /dev/null.
     let null: Vec<String> = discovered_ids(&reports, "devsieve.io/null").into_iter().collect();
@@ -159,7 +168,8 @@ async fn fifty_kubelet_restarts_then_a_hotplug_still_reaches_the_kubelet() {
     node.write_config(serial_config());
     let kubelet = KubeletSim::start(node.plugins()).unwrap();
     let agent = Agent::start(&node.config(), &node.plugins(), &[]);
-    let mut registration = kubelet.wait_registered(SERIAL, SECS(20)).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let mut registration =
+        kubelet.wait_registered(SERIAL, SECS(20)).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
     kubelet.wait_devices(SERIAL, SECS(5), |d| d.len() == 1).await.unwrap();
     // One restart first: whatever is created lazily on the first one is not growth.
     kubelet.restart().unwrap();
@@ -176,7 +186,10 @@ async fn fifty_kubelet_restarts_then_a_hotplug_still_reaches_the_kubelet() {
         kubelet.wait_devices(SERIAL, SECS(5), |d| d.len() == 1).await.unwrap();
     }
     std::fs::write(node.dev().join("ttyFAKE1"), b"").unwrap();
-    let list = kubelet.wait_devices(SERIAL, SECS(5), |d| d.len() == 2).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let list = kubelet
+        .wait_devices(SERIAL, SECS(5), |d| d.len() == 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
     assert!(list.devices.iter().all(|d| d.health == "Healthy"));
 
     let after = agent.footprint();
@@ -197,14 +210,13 @@ async fn a_kubelet_that_comes_late_is_registered_with_at_once() {
     node.write_config(serial_config());
     let kubelet = KubeletSim::absent();
     let agent = Agent::start(&node.config(), &node.plugins(), &[]);
-    agent
-        .wait_status(SECS(20), "the resource to be served", |s| s["resources"][0]["socket"].is_string())
-        .await;
+    agent.wait_status(SECS(20), "the resource to be served", |s| s["resources"][0]["socket"].is_string()).await;
     let (code, body) = agent.get("/readyz").unwrap();
     assert_eq!(code, 503);
     assert!(body.contains("no kubelet"), "{body}");
     let appeared = kubelet.start_in(node.plugins()).unwrap();
-    let registration = kubelet.wait_registered(SERIAL, SECS(5)).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let registration =
+        kubelet.wait_registered(SERIAL, SECS(5)).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
     assert!(registration.registered_at >= appeared);
     kubelet.wait_devices(SERIAL, SECS(5), |d| d.len() == 1).await.unwrap();
     agent.wait_status(SECS(5), "readiness", |s| s["ready"] == true).await;
@@ -263,7 +275,11 @@ async fn a_handler_that_starts_failing_keeps_its_last_good_devices_unhealthy() {
         .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
     agent
         .wait_status(SECS(5), "the failure in status", |s| {
-            s["resources"].as_array().unwrap().iter().any(|r| r["last_error"].as_str().is_some_and(|e| e.contains("trapped")))
+            s["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["last_error"].as_str().is_some_and(|e| e.contains("trapped")))
         })
         .await;
     // Kept past any grace period while it fails; the other resource is untouched.
@@ -319,7 +335,9 @@ async fn bad_input_is_refused_at_start_with_nothing_registered() {
         let run = run_command(&node.config(), &node.plugins(), listen, &["--no-cache"]);
         let command = if case.as_nobody { as_nobody(run) } else { run };
         let mut agent = Agent::spawn(command, listen);
-        let status = agent.wait_exit(SECS(30)).unwrap_or_else(|| panic!("{}: the agent kept running\n{}", case.name, agent.log()));
+        let status = agent
+            .wait_exit(SECS(30))
+            .unwrap_or_else(|| panic!("{}: the agent kept running\n{}", case.name, agent.log()));
         let log = agent.log();
         assert!(!status.success(), "{}: exit {status:?}", case.name);
         for part in case.expect {
@@ -333,7 +351,10 @@ async fn bad_input_is_refused_at_start_with_nothing_registered() {
 /// `command` run as the unprivileged user `nobody` (util-linux's setpriv).
 fn as_nobody(command: std::process::Command) -> std::process::Command {
     let mut wrapped = std::process::Command::new("setpriv");
-    wrapped.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]).arg(command.get_program()).args(command.get_args());
+    wrapped
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(command.get_program())
+        .args(command.get_args());
     for (key, value) in command.get_envs() {
         match value {
             Some(value) => wrapped.env(key, value),

@@ -91,9 +91,7 @@ impl Registry {
         let client = Client::new(ClientConfig { protocol: ClientProtocol::Http, ..Default::default() });
         let reference = Reference::with_tag(self.addr.clone(), repo.to_string(), tag.to_string());
         let config = br#"{"type":"component"}"#.to_vec();
-        let descriptor = |media_type: &str, bytes: &[u8]| {
-            serde_json::json!({"mediaType": media_type, "digest": sha256_digest(bytes), "size": bytes.len()})
-        };
+        let descriptor = |media_type: &str, bytes: &[u8]| serde_json::json!({"mediaType": media_type, "digest": sha256_digest(bytes), "size": bytes.len()});
         let manifest = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
             "mediaType": MANIFEST,
@@ -144,7 +142,9 @@ fn push_example(registry: &Registry, repo: &str) -> String {
 
 /// A config of `(name, handler)` resources plus a built-in one that must keep working.
 fn write_config(dir: &Path, resources: &[(&str, &str)]) -> PathBuf {
-    let mut text = String::from("resources:\n  - name: null\n    handler: glob\n    config: {groups: [{paths: [{path: /dev/null}]}]}\n");
+    let mut text = String::from(
+        "resources:\n  - name: null\n    handler: glob\n    config: {groups: [{paths: [{path: /dev/null}]}]}\n",
+    );
     for (name, handler) in resources {
         text.push_str(&format!("  - name: {name}\n    handler: {handler}\n"));
     }
@@ -154,7 +154,12 @@ fn write_config(dir: &Path, resources: &[(&str, &str)]) -> PathBuf {
 }
 
 /// `devsieve discover --json` over the Zigbee sticks tree, pulling from `registry_addr`.
-fn discover_over_sticks(config: &Path, blobs: &Path, registry_addr: &str, extra: &[&str]) -> (serde_json::Value, Output) {
+fn discover_over_sticks(
+    config: &Path,
+    blobs: &Path,
+    registry_addr: &str,
+    extra: &[&str],
+) -> (serde_json::Value, Output) {
     let mut command = devsieve();
     command
         .env("DEVSIEVE_LOG", "devsieve=info")
@@ -224,11 +229,16 @@ fn a_pushed_handler_is_pulled_by_digest_run_and_served_from_the_cache_when_the_r
 
     // A tag is refused without allowTags, resolved (and its digest logged) with it.
     let tagged = format!("{}/handlers/zigbee:1.0.0", registry.addr);
-    let output = devsieve().args(["validate", "--config"]).arg(write_config(dir.path(), &[("tagged", &tagged)])).output().unwrap();
+    let output = devsieve()
+        .args(["validate", "--config"])
+        .arg(write_config(dir.path(), &[("tagged", &tagged)]))
+        .output()
+        .unwrap();
     let stderr = text(&output).1;
     assert!(!output.status.success() && stderr.contains("allowTags"), "{stderr}");
     let tag_config = dir.path().join("tagged.yaml");
-    std::fs::write(&tag_config, format!("resources:\n  - name: tagged\n    handler: {tagged}\n    allowTags: true\n")).unwrap();
+    std::fs::write(&tag_config, format!("resources:\n  - name: tagged\n    handler: {tagged}\n    allowTags: true\n"))
+        .unwrap();
     let (reports, output) = discover_over_sticks(&tag_config, &blobs, &registry.addr, &[]);
     let stderr = text(&output).1;
     assert!(output.status.success(), "{stderr}");
@@ -422,16 +432,30 @@ fn the_agent_serves_others_while_a_handler_cannot_be_fetched_and_picks_it_up_lat
         let agent = Agent::start(
             &node.config(),
             &node.plugins(),
-            &["--insecure-registry", &registry.addr, "--blob-cache-dir", &blobs, "--registry-attempts", "1", "--registry-timeout-ms", "2000"],
+            &[
+                "--insecure-registry",
+                &registry.addr,
+                "--blob-cache-dir",
+                &blobs,
+                "--registry-attempts",
+                "1",
+                "--registry-timeout-ms",
+                "2000",
+            ],
         );
-        kubelet.wait_devices("devsieve.io/local", SECS(20), |d| d.len() == 1).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+        kubelet
+            .wait_devices("devsieve.io/local", SECS(20), |d| d.len() == 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
         kubelet.wait_registered("devsieve.io/remote", SECS(5)).await.unwrap();
         assert!(kubelet.latest("devsieve.io/remote").is_none_or(|l| l.devices.is_empty()));
         agent
             .wait_status(SECS(10), "the fetch error", |s| {
                 s["resources"].as_array().unwrap().iter().any(|r| {
                     r["name"] == "devsieve.io/remote"
-                        && r["last_error"].as_str().is_some_and(|e| e.contains(&registry.addr) && e.contains("devsieve.io/remote"))
+                        && r["last_error"]
+                            .as_str()
+                            .is_some_and(|e| e.contains(&registry.addr) && e.contains("devsieve.io/remote"))
                 })
             })
             .await;

@@ -61,9 +61,9 @@ fn discover(case: &Path, config: &Path) -> Result<(Value, Output), String> {
         &["discover".as_ref(), "--json".as_ref(), "--config".as_ref(), config.as_os_str()],
     );
     let (stdout, stderr) = text(&output);
-    serde_json::from_str(&stdout)
-        .map(|json| (json, output.clone()))
-        .map_err(|e| format!("discover printed no JSON ({e}); exit {:?}\nstdout: {stdout}\nstderr: {stderr}", output.status.code()))
+    serde_json::from_str(&stdout).map(|json| (json, output.clone())).map_err(|e| {
+        format!("discover printed no JSON ({e}); exit {:?}\nstdout: {stdout}\nstderr: {stderr}", output.status.code())
+    })
 }
 
 /// What is compared: groups in id order; members, device nodes, mounts and env
@@ -151,8 +151,7 @@ fn run_case(case: &Path) -> Result<(), String> {
         if output.status.success() {
             problems.push("discover exited 0 for a bad config".to_string());
         }
-        let errors: Vec<&str> =
-            reports.as_array().into_iter().flatten().filter_map(|r| r["error"].as_str()).collect();
+        let errors: Vec<&str> = reports.as_array().into_iter().flatten().filter_map(|r| r["error"].as_str()).collect();
         if !errors.iter().any(|e| wanted.iter().all(|w| e.contains(w.as_str()))) {
             problems.push(format!("no report's error contains all of {wanted:?}; errors: {errors:#?}"));
         }
@@ -173,20 +172,25 @@ fn run_case(case: &Path) -> Result<(), String> {
         std::fs::write(&expected_json, serde_json::to_string_pretty(&normalize(&actual)).unwrap() + "\n").unwrap();
         return Ok(());
     }
-    let expected: Value = serde_json::from_str(&std::fs::read_to_string(&expected_json).map_err(|e| {
-        format!("{}: {e} (a case needs expected.json or expected-error.txt)", expected_json.display())
-    })?)
-    .map_err(|e| format!("{}: not JSON: {e}", expected_json.display()))?;
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(&expected_json).map_err(|e| {
+            format!("{}: {e} (a case needs expected.json or expected-error.txt)", expected_json.display())
+        })?)
+        .map_err(|e| format!("{}: not JSON: {e}", expected_json.display()))?;
     let (expected, actual) = (normalize(&expected), normalize(&actual));
     let mut problems = Vec::new();
     if expected != actual {
         let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap();
-        problems.push(format!("output differs (- expected, + actual):\n{}", diff(&pretty(&expected), &pretty(&actual))));
+        problems
+            .push(format!("output differs (- expected, + actual):\n{}", diff(&pretty(&expected), &pretty(&actual))));
     }
     let errored = actual.as_array().into_iter().flatten().any(|r| r.get("error").is_some());
     if output.status.success() == errored {
         let (_, stderr) = text(&output);
-        problems.push(format!("exit status {:?} does not fit the reports (error present: {errored}); stderr: {stderr}", output.status.code()));
+        problems.push(format!(
+            "exit status {:?} does not fit the reports (error present: {errored}); stderr: {stderr}",
+            output.status.code()
+        ));
     }
     if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
 }
@@ -204,7 +208,13 @@ fn udev_cases() {
         })
         .collect();
     eprintln!("udev cases: {} run in {:.1?}", dirs.len(), started.elapsed());
-    assert!(failures.is_empty(), "{} of {} udev cases failed:\n\n{}", failures.len(), dirs.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} udev cases failed:\n\n{}",
+        failures.len(),
+        dirs.len(),
+        failures.join("\n\n")
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -294,7 +304,9 @@ fn oracle_case(case: &Path) -> Result<Vec<String>, String> {
             // Under umockdev a parent has no udev database, so udev sees no
             // parent tags at all: TAGS cannot be checked against udevadm here.
             if rule.contains("TAGS") {
-                skipped.push(format!("{name} udevRules[{i}] ({rule}): parent tags are invisible to udevadm under umockdev"));
+                skipped.push(format!(
+                    "{name} udevRules[{i}] ({rule}): parent tags are invisible to udevadm under umockdev"
+                ));
                 continue;
             }
             rules.push(OracleRule { label: format!("{name} udevRules[{i}]"), rule });

@@ -200,7 +200,8 @@ mod tests {
 
     #[test]
     fn bad_configs_name_the_field() {
-        let error = ZigbeeCoordinator::needs(&config(r#"{"extra": [{"vendor": "10c", "product": "ea60"}]}"#)).unwrap_err();
+        let error =
+            ZigbeeCoordinator::needs(&config(r#"{"extra": [{"vendor": "10c", "product": "ea60"}]}"#)).unwrap_err();
         assert_eq!(error.field.as_deref(), Some("extra[0].vendor"));
         let error = ZigbeeCoordinator::needs(&config(r#"{"permissions": "rwx"}"#)).unwrap_err();
         assert_eq!(error.field.as_deref(), Some("permissions"));

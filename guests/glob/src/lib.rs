@@ -112,10 +112,7 @@ fn check(config: &Config) -> Result<Vec<(u32, Vec<Checked<'_>>)>, HandlerError> 
             ));
         }
         if group.paths.is_empty() {
-            return Err(HandlerError::field(
-                format!("groups[{g}].paths"),
-                "a group needs at least one path",
-            ));
+            return Err(HandlerError::field(format!("groups[{g}].paths"), "a group needs at least one path"));
         }
         let count = match group.count {
             None => 1,
@@ -138,26 +135,16 @@ fn check(config: &Config) -> Result<Vec<(u32, Vec<Checked<'_>>)>, HandlerError> 
 
 fn check_path(g: usize, p: usize, spec: &PathSpec) -> Result<Checked<'_>, HandlerError> {
     if spec.path.is_empty() {
-        return Err(HandlerError::field(
-            field(g, p, "path"),
-            "path must not be empty",
-        ));
+        return Err(HandlerError::field(field(g, p, "path"), "path must not be empty"));
     }
     if !spec.path.starts_with('/') {
         return Err(HandlerError::field(
             field(g, p, "path"),
-            format!(
-                "path must be absolute (start with `/`), got `{}`",
-                spec.path
-            ),
+            format!("path must be absolute (start with `/`), got `{}`", spec.path),
         ));
     }
-    let pattern = Pattern::parse(&spec.path).map_err(|e| {
-        HandlerError::field(
-            field(g, p, "path"),
-            format!("`{}` is not a valid glob: {e}", spec.path),
-        )
-    })?;
+    let pattern = Pattern::parse(&spec.path)
+        .map_err(|e| HandlerError::field(field(g, p, "path"), format!("`{}` is not a valid glob: {e}", spec.path)))?;
     if let Some(mount) = &spec.mount_path
         && !mount.starts_with('/')
     {
@@ -172,30 +159,20 @@ fn check_path(g: usize, p: usize, spec: &PathSpec) -> Result<Checked<'_>, Handle
         Some(other) => {
             return Err(HandlerError::field(
                 field(g, p, "type"),
-                format!(
-                    "type must be `Device` (a device node) or `Mount` (a bind mount), got `{other}`"
-                ),
+                format!("type must be `Device` (a device node) or `Mount` (a bind mount), got `{other}`"),
             ));
         }
     };
-    let permissions = devsieve_sdk::permissions(&field(g, p, "permissions"), spec.permissions.as_deref(), DEFAULT_PERMISSIONS)?;
+    let permissions =
+        devsieve_sdk::permissions(&field(g, p, "permissions"), spec.permissions.as_deref(), DEFAULT_PERMISSIONS)?;
     let limit = match spec.limit {
         None => 1,
         Some(0) => {
-            return Err(HandlerError::field(
-                field(g, p, "limit"),
-                "limit must be at least 1 (omit it for 1)",
-            ));
+            return Err(HandlerError::field(field(g, p, "limit"), "limit must be at least 1 (omit it for 1)"));
         }
         Some(n) => n as usize,
     };
-    Ok(Checked {
-        pattern,
-        spec,
-        kind,
-        permissions,
-        limit,
-    })
+    Ok(Checked { pattern, spec, kind, permissions, limit })
 }
 
 /// One device of a group before it becomes a `DeviceGroup`: for each path
@@ -218,29 +195,15 @@ pub type Combination<'a, T> = Vec<Option<&'a T>>;
 /// that matches nothing (and is not optional) means no devices at all, and a
 /// shared path (e.g. one `/dev/dri/renderD128`) is reused by up to `limit`
 /// devices.
-pub fn combine<'a, T>(
-    matches: &'a [Vec<T>],
-    limits: &[usize],
-    optional: &[bool],
-) -> Vec<Combination<'a, T>> {
+pub fn combine<'a, T>(matches: &'a [Vec<T>], limits: &[usize], optional: &[bool]) -> Vec<Combination<'a, T>> {
     let natural = matches.iter().map(Vec::len).max().unwrap_or(0);
     let servable = |k: usize| matches[k].len().saturating_mul(limits[k]);
-    let cap = (0..matches.len())
-        .filter(|&k| !optional[k])
-        .map(servable)
-        .min()
-        .unwrap_or(natural);
+    let cap = (0..matches.len()).filter(|&k| !optional[k]).map(servable).min().unwrap_or(natural);
     let length = natural.min(cap);
     (0..length)
         .map(|i| {
             (0..matches.len())
-                .map(|k| {
-                    if i < servable(k) {
-                        Some(&matches[k][i % matches[k].len()])
-                    } else {
-                        None
-                    }
-                })
+                .map(|k| if i < servable(k) { Some(&matches[k][i % matches[k].len()]) } else { None })
                 .collect()
         })
         .collect()
@@ -285,9 +248,11 @@ impl Handler for Glob {
 
     fn select(config: &Config, device: Device<'_>) -> bool {
         device.origin() == Origin::Path
-            && config.groups.iter().flat_map(|g| &g.paths).any(|p| {
-                Pattern::parse(&p.path).is_ok_and(|pattern| pattern.matches(device.devpath()))
-            })
+            && config
+                .groups
+                .iter()
+                .flat_map(|g| &g.paths)
+                .any(|p| Pattern::parse(&p.path).is_ok_and(|pattern| pattern.matches(device.devpath())))
     }
 
     fn group(config: &Config, selected: &[Device<'_>]) -> Result<Vec<DeviceGroup>, HandlerError> {
@@ -301,10 +266,7 @@ impl Handler for Glob {
                     let mut found: Vec<Match<'_>> = selected
                         .iter()
                         .filter(|d| d.origin() == Origin::Path && p.pattern.matches(d.devpath()))
-                        .map(|d| Match {
-                            path: d.devpath(),
-                            index: d.index(),
-                        })
+                        .map(|d| Match { path: d.devpath(), index: d.index() })
                         .collect();
                     found.sort_by(|a, b| a.path.cmp(b.path));
                     found.dedup_by(|a, b| a.path == b.path);
@@ -337,10 +299,11 @@ impl Handler for Glob {
                                 container_path: target,
                                 permissions: spec.permissions.clone(),
                             };
-                            if !group.device_nodes.iter().any(|n| {
-                                n.host_path == node.host_path
-                                    && n.container_path == node.container_path
-                            }) {
+                            if !group
+                                .device_nodes
+                                .iter()
+                                .any(|n| n.host_path == node.host_path && n.container_path == node.container_path)
+                            {
                                 group.device_nodes.push(node);
                             }
                         }

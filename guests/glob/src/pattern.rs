@@ -23,10 +23,7 @@ enum Token {
     Literal(char),
     Any,
     Star,
-    Class {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
+    Class { negated: bool, ranges: Vec<(char, char)> },
 }
 
 /// Why a pattern is malformed.
@@ -58,9 +55,9 @@ impl Pattern {
                     i += 1;
                 }
                 '\\' => {
-                    let escaped = *chars.get(i + 1).ok_or_else(|| {
-                        PatternError("the pattern ends with an unfinished `\\` escape".into())
-                    })?;
+                    let escaped = *chars
+                        .get(i + 1)
+                        .ok_or_else(|| PatternError("the pattern ends with an unfinished `\\` escape".into()))?;
                     tokens.push(Token::Literal(escaped));
                     i += 2;
                 }
@@ -138,9 +135,7 @@ fn parse_class(chars: &[char], open: usize) -> Result<(Token, usize), PatternErr
         let c = *chars.get(i).ok_or_else(unclosed)?;
         if c == ']' {
             if ranges.is_empty() {
-                return Err(PatternError(
-                    "a `[]` character class must not be empty".into(),
-                ));
+                return Err(PatternError("a `[]` character class must not be empty".into()));
             }
             return Ok((Token::Class { negated, ranges }, i + 1));
         }
@@ -149,9 +144,7 @@ fn parse_class(chars: &[char], open: usize) -> Result<(Token, usize), PatternErr
         if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|&c| c != ']') {
             let (hi, next) = class_char(chars, i + 1)?;
             if hi < lo {
-                return Err(PatternError(format!(
-                    "the range `{lo}-{hi}` in a `[...]` class is reversed"
-                )));
+                return Err(PatternError(format!("the range `{lo}-{hi}` in a `[...]` class is reversed")));
             }
             ranges.push((lo, hi));
             i = next;
@@ -167,13 +160,11 @@ fn class_char(chars: &[char], i: usize) -> Result<(char, usize), PatternError> {
             .get(i + 1)
             .map(|&c| (c, i + 2))
             .ok_or_else(|| PatternError("the pattern ends with an unfinished `\\` escape".into())),
-        Some('-') => Err(PatternError(
-            "a `-` in a `[...]` class must sit between two characters (escape it as `\\-`)".into(),
-        )),
+        Some('-') => {
+            Err(PatternError("a `-` in a `[...]` class must sit between two characters (escape it as `\\-`)".into()))
+        }
         Some(&c) => Ok((c, i + 1)),
-        None => Err(PatternError(
-            "a `[` character class is not closed with `]`".into(),
-        )),
+        None => Err(PatternError("a `[` character class is not closed with `]`".into())),
     }
 }
 
@@ -228,14 +219,7 @@ mod tests {
 
     #[test]
     fn malformed_patterns_are_errors() {
-        for bad in [
-            "/dev/video[0-",
-            "/dev/[]",
-            "/dev/x\\",
-            "/dev/[9-0]",
-            "/dev/[-a]",
-            "/dev/a[x-]",
-        ] {
+        for bad in ["/dev/video[0-", "/dev/[]", "/dev/x\\", "/dev/[9-0]", "/dev/[-a]", "/dev/a[x-]"] {
             assert!(Pattern::parse(bad).is_err(), "{bad} should be refused");
         }
     }

@@ -26,17 +26,8 @@ fn dev_at(host: &str, container: &str) -> (String, Option<String>, String) {
     (host.into(), Some(container.into()), "mrw".into())
 }
 fn g(id: &str, nodes: Vec<(String, Option<String>, String)>) -> G {
-    let members = id
-        .split('+')
-        .map(|s| s.split('#').next().unwrap().to_string())
-        .collect();
-    G {
-        id: id.into(),
-        nodes,
-        mounts: vec![],
-        share: 1,
-        members,
-    }
+    let members = id.split('+').map(|s| s.split('#').next().unwrap().to_string()).collect();
+    G { id: id.into(), nodes, mounts: vec![], share: 1, members }
 }
 
 /// A node as the host builds it for a path match.
@@ -60,60 +51,30 @@ fn parse(config: &Value) -> Result<Config, HandlerError> {
 
 /// needs, then select over `paths` (char devices), then group the selected.
 fn run(config: Value, paths: &[&str]) -> Run {
-    run_typed(
-        config,
-        &paths.iter().map(|p| (*p, "char")).collect::<Vec<_>>(),
-    )
+    run_typed(config, &paths.iter().map(|p| (*p, "char")).collect::<Vec<_>>())
 }
 
 fn run_typed(config: Value, paths: &[(&str, &str)]) -> Run {
     let config = parse(&config).expect("config parses");
     let needs = Glob::needs(&config).expect("config is valid");
-    assert!(
-        needs.subsystems.is_empty() && !needs.all_udev && !needs.usbip,
-        "glob asks for paths only"
-    );
+    assert!(needs.subsystems.is_empty() && !needs.all_udev && !needs.usbip, "glob asks for paths only");
     let nodes: Vec<Node> = paths.iter().map(|(p, kind)| path_node(p, kind)).collect();
-    let all = devsieve_sdk::Snapshot::from_parts(nodes.clone(), (0..nodes.len() as u32).collect())
-        .unwrap();
-    let chosen: Vec<u32> = all
-        .candidates()
-        .filter(|d| Glob::select(&config, *d))
-        .map(|d| d.index())
-        .collect();
+    let all = devsieve_sdk::Snapshot::from_parts(nodes.clone(), (0..nodes.len() as u32).collect()).unwrap();
+    let chosen: Vec<u32> = all.candidates().filter(|d| Glob::select(&config, *d)).map(|d| d.index()).collect();
     let snapshot = devsieve_sdk::Snapshot::from_parts(nodes, chosen.clone()).unwrap();
     let selected: Vec<Device<'_>> = snapshot.candidates().collect();
     let groups = Glob::group(&config, &selected).expect("group succeeds");
     let groups = groups
         .into_iter()
         .map(|group| G {
-            members: group
-                .members
-                .iter()
-                .map(|&i| snapshot.nodes()[i as usize].devpath.clone())
-                .collect(),
+            members: group.members.iter().map(|&i| snapshot.nodes()[i as usize].devpath.clone()).collect(),
             id: group.id,
-            nodes: group
-                .device_nodes
-                .into_iter()
-                .map(|n| (n.host_path, n.container_path, n.permissions))
-                .collect(),
-            mounts: group
-                .mounts
-                .into_iter()
-                .map(|m| (m.host_path, m.container_path, m.read_only))
-                .collect(),
+            nodes: group.device_nodes.into_iter().map(|n| (n.host_path, n.container_path, n.permissions)).collect(),
+            mounts: group.mounts.into_iter().map(|m| (m.host_path, m.container_path, m.read_only)).collect(),
             share: group.share,
         })
         .collect();
-    Run {
-        globs: needs.paths,
-        selected: chosen
-            .iter()
-            .map(|&i| paths[i as usize].0.to_string())
-            .collect(),
-        groups,
-    }
+    Run { globs: needs.paths, selected: chosen.iter().map(|&i| paths[i as usize].0.to_string()).collect(), groups }
 }
 
 fn error(config: Value) -> HandlerError {
@@ -126,10 +87,7 @@ fn error(config: Value) -> HandlerError {
 #[test]
 fn video_single_path() {
     // --device='{"name": "video", "groups": [{"paths": [{"path": "/dev/video0"}]}]}'
-    let run = run(
-        json!({"groups": [{"paths": [{"path": "/dev/video0"}]}]}),
-        &["/dev/video0"],
-    );
+    let run = run(json!({"groups": [{"paths": [{"path": "/dev/video0"}]}]}), &["/dev/video0"]);
     assert_eq!(run.globs, ["/dev/video0"]);
     assert_eq!(run.groups, vec![g("/dev/video0", vec![dev("/dev/video0")])]);
 }
@@ -141,21 +99,9 @@ fn serial_groups_ttyusb_and_ttyacm() {
         {"paths": [{"path": "/dev/ttyUSB*"}]},
         {"paths": [{"path": "/dev/ttyACM*"}]},
     ]});
-    let run = run(
-        config,
-        &[
-            "/dev/ttyUSB1",
-            "/dev/ttyACM0",
-            "/dev/ttyUSB0",
-            "/dev/ttyS0",
-            "/dev/tty1",
-        ],
-    );
+    let run = run(config, &["/dev/ttyUSB1", "/dev/ttyACM0", "/dev/ttyUSB0", "/dev/ttyS0", "/dev/tty1"]);
     assert_eq!(run.globs, ["/dev/ttyUSB*", "/dev/ttyACM*"]);
-    assert_eq!(
-        run.selected,
-        ["/dev/ttyUSB1", "/dev/ttyACM0", "/dev/ttyUSB0"]
-    );
+    assert_eq!(run.selected, ["/dev/ttyUSB1", "/dev/ttyACM0", "/dev/ttyUSB0"]);
     assert_eq!(
         run.groups,
         vec![
@@ -170,20 +116,10 @@ fn serial_groups_ttyusb_and_ttyacm() {
 fn audio_capture_two_paths_make_one_device() {
     // {"name": "capture", "groups": [{"paths": [{"path": "/dev/snd/pcmC0D0c"}, {"path": "/dev/snd/controlC0"}]}]}
     let config = json!({"groups": [{"paths": [{"path": "/dev/snd/pcmC0D0c"}, {"path": "/dev/snd/controlC0"}]}]});
-    let run = run(
-        config,
-        &[
-            "/dev/snd/controlC0",
-            "/dev/snd/pcmC0D0c",
-            "/dev/snd/pcmC0D0p",
-        ],
-    );
+    let run = run(config, &["/dev/snd/controlC0", "/dev/snd/pcmC0D0c", "/dev/snd/pcmC0D0p"]);
     assert_eq!(
         run.groups,
-        vec![g(
-            "/dev/snd/pcmC0D0c+/dev/snd/controlC0",
-            vec![dev("/dev/snd/pcmC0D0c"), dev("/dev/snd/controlC0")]
-        )]
+        vec![g("/dev/snd/pcmC0D0c+/dev/snd/controlC0", vec![dev("/dev/snd/pcmC0D0c"), dev("/dev/snd/controlC0")])]
     );
 }
 
@@ -201,22 +137,11 @@ fn capture_cards_with_mount_paths_as_in_the_gdp_manifest() {
             {"path": "/dev/snd/pcmC2D0c", "mountPath": "/dev/snd/pcmC0D0c"},
         ]},
     ]});
-    let run = run(
-        config,
-        &[
-            "/dev/snd/controlC0",
-            "/dev/snd/pcmC0D0c",
-            "/dev/snd/controlC1",
-            "/dev/snd/pcmC1D0c",
-        ],
-    );
+    let run = run(config, &["/dev/snd/controlC0", "/dev/snd/pcmC0D0c", "/dev/snd/controlC1", "/dev/snd/pcmC1D0c"]);
     assert_eq!(
         run.groups,
         vec![
-            g(
-                "/dev/snd/controlC0+/dev/snd/pcmC0D0c",
-                vec![dev("/dev/snd/controlC0"), dev("/dev/snd/pcmC0D0c")]
-            ),
+            g("/dev/snd/controlC0+/dev/snd/pcmC0D0c", vec![dev("/dev/snd/controlC0"), dev("/dev/snd/pcmC0D0c")]),
             g(
                 "/dev/snd/controlC1+/dev/snd/pcmC1D0c",
                 vec![
@@ -234,26 +159,14 @@ fn globs_in_one_group_pair_up_in_sorted_order() {
     let config = json!({"groups": [{"paths": [{"path": "/dev/snd/controlC*"}, {"path": "/dev/snd/pcmC*D0c"}]}]});
     let run = run(
         config,
-        &[
-            "/dev/snd/pcmC1D0c",
-            "/dev/snd/controlC1",
-            "/dev/snd/controlC0",
-            "/dev/snd/pcmC0D0c",
-            "/dev/snd/controlC2",
-        ],
+        &["/dev/snd/pcmC1D0c", "/dev/snd/controlC1", "/dev/snd/controlC0", "/dev/snd/pcmC0D0c", "/dev/snd/controlC2"],
     );
     // Three controls but two capture nodes: the shorter list caps the group.
     assert_eq!(
         run.groups,
         vec![
-            g(
-                "/dev/snd/controlC0+/dev/snd/pcmC0D0c",
-                vec![dev("/dev/snd/controlC0"), dev("/dev/snd/pcmC0D0c")]
-            ),
-            g(
-                "/dev/snd/controlC1+/dev/snd/pcmC1D0c",
-                vec![dev("/dev/snd/controlC1"), dev("/dev/snd/pcmC1D0c")]
-            ),
+            g("/dev/snd/controlC0+/dev/snd/pcmC0D0c", vec![dev("/dev/snd/controlC0"), dev("/dev/snd/pcmC0D0c")]),
+            g("/dev/snd/controlC1+/dev/snd/pcmC1D0c", vec![dev("/dev/snd/controlC1"), dev("/dev/snd/pcmC1D0c")]),
         ]
     );
 }
@@ -261,33 +174,15 @@ fn globs_in_one_group_pair_up_in_sorted_order() {
 #[test]
 fn fuse_count_10_is_one_device_shared_ten_times() {
     // {"name": "fuse", "groups": [{"count": 10, "paths": [{"path": "/dev/fuse"}]}]}
-    let run = run(
-        json!({"groups": [{"count": 10, "paths": [{"path": "/dev/fuse"}]}]}),
-        &["/dev/fuse"],
-    );
-    assert_eq!(
-        run.groups,
-        vec![G {
-            share: 10,
-            ..g("/dev/fuse", vec![dev("/dev/fuse")])
-        }]
-    );
+    let run = run(json!({"groups": [{"count": 10, "paths": [{"path": "/dev/fuse"}]}]}), &["/dev/fuse"]);
+    assert_eq!(run.groups, vec![G { share: 10, ..g("/dev/fuse", vec![dev("/dev/fuse")]) }]);
 }
 
 #[test]
 fn mount_path_renames_every_match() {
     // path_test.go "multiple": all ttyUSB* appear as /dev/ttyUSB0 in the container.
-    let config =
-        json!({"groups": [{"paths": [{"path": "/dev/ttyUSB*", "mountPath": "/dev/ttyUSB0"}]}]});
-    let run = run(
-        config,
-        &[
-            "/dev/ttyUSB0",
-            "/dev/ttyUSB1",
-            "/dev/ttyUSB2",
-            "/dev/ttyUSB3",
-        ],
-    );
+    let config = json!({"groups": [{"paths": [{"path": "/dev/ttyUSB*", "mountPath": "/dev/ttyUSB0"}]}]});
+    let run = run(config, &["/dev/ttyUSB0", "/dev/ttyUSB1", "/dev/ttyUSB2", "/dev/ttyUSB3"]);
     let expected: Vec<G> = (0..4)
         .map(|i| {
             let host = format!("/dev/ttyUSB{i}");
@@ -300,20 +195,13 @@ fn mount_path_renames_every_match() {
 #[test]
 fn mount_path_ending_in_slash_is_a_directory() {
     // path_test.go "multiple with mount directory".
-    let config =
-        json!({"groups": [{"paths": [{"path": "/dev/ttyUSB*", "mountPath": "/dev/serial/"}]}]});
+    let config = json!({"groups": [{"paths": [{"path": "/dev/ttyUSB*", "mountPath": "/dev/serial/"}]}]});
     let run = run(config, &["/dev/ttyUSB0", "/dev/ttyUSB1"]);
     assert_eq!(
         run.groups,
         vec![
-            g(
-                "/dev/ttyUSB0",
-                vec![dev_at("/dev/ttyUSB0", "/dev/serial/ttyUSB0")]
-            ),
-            g(
-                "/dev/ttyUSB1",
-                vec![dev_at("/dev/ttyUSB1", "/dev/serial/ttyUSB1")]
-            ),
+            g("/dev/ttyUSB0", vec![dev_at("/dev/ttyUSB0", "/dev/serial/ttyUSB0")]),
+            g("/dev/ttyUSB1", vec![dev_at("/dev/ttyUSB1", "/dev/serial/ttyUSB1")]),
         ]
     );
 }
@@ -325,14 +213,8 @@ fn mount_type_is_a_read_only_bind_mount() {
         {"path": "/opt/vendor/firmware", "type": "Mount", "mountPath": "/firmware", "readOnly": true},
         {"path": "/run/udev", "type": "Mount"},
     ]}]});
-    let run = run_typed(
-        config,
-        &[
-            ("/dev/dri/renderD128", "char"),
-            ("/opt/vendor/firmware", "dir"),
-            ("/run/udev", "dir"),
-        ],
-    );
+    let run =
+        run_typed(config, &[("/dev/dri/renderD128", "char"), ("/opt/vendor/firmware", "dir"), ("/run/udev", "dir")]);
     assert_eq!(
         run.groups,
         vec![G {
@@ -343,25 +225,19 @@ fn mount_type_is_a_read_only_bind_mount() {
                 ("/run/udev".into(), "/run/udev".into(), false),
             ],
             share: 1,
-            members: vec![
-                "/dev/dri/renderD128".into(),
-                "/opt/vendor/firmware".into(),
-                "/run/udev".into()
-            ],
+            members: vec!["/dev/dri/renderD128".into(), "/opt/vendor/firmware".into(), "/run/udev".into()],
         }]
     );
 }
 
 #[test]
 fn permissions_are_passed_through_and_default_to_mrw() {
-    let config = json!({"groups": [{"paths": [{"path": "/dev/ttyUSB0", "permissions": "r"}, {"path": "/dev/ttyUSB1"}]}]});
+    let config =
+        json!({"groups": [{"paths": [{"path": "/dev/ttyUSB0", "permissions": "r"}, {"path": "/dev/ttyUSB1"}]}]});
     let run = run(config, &["/dev/ttyUSB0", "/dev/ttyUSB1"]);
     assert_eq!(
         run.groups[0].nodes,
-        vec![
-            ("/dev/ttyUSB0".into(), None, "r".into()),
-            ("/dev/ttyUSB1".into(), None, "mrw".into())
-        ]
+        vec![("/dev/ttyUSB0".into(), None, "r".into()), ("/dev/ttyUSB1".into(), None, "mrw".into())]
     );
 }
 
@@ -380,12 +256,7 @@ fn limit_lets_one_match_serve_several_devices() {
     let run = run(config, &paths);
     let expected: Vec<G> = videos
         .iter()
-        .map(|v| {
-            g(
-                &format!("{v}+/dev/dri/renderD128"),
-                vec![dev(v), dev("/dev/dri/renderD128")],
-            )
-        })
+        .map(|v| g(&format!("{v}+/dev/dri/renderD128"), vec![dev(v), dev("/dev/dri/renderD128")]))
         .collect();
     assert_eq!(run.groups, expected);
 }
@@ -396,23 +267,9 @@ fn limit_caps_the_devices_a_shared_match_serves() {
         {"path": "/dev/video*"},
         {"path": "/dev/dri/renderD128", "limit": 2},
     ]}]});
-    let run = run(
-        config,
-        &[
-            "/dev/video0",
-            "/dev/video1",
-            "/dev/video2",
-            "/dev/dri/renderD128",
-        ],
-    );
+    let run = run(config, &["/dev/video0", "/dev/video1", "/dev/video2", "/dev/dri/renderD128"]);
     let ids: Vec<&str> = run.groups.iter().map(|g| g.id.as_str()).collect();
-    assert_eq!(
-        ids,
-        [
-            "/dev/video0+/dev/dri/renderD128",
-            "/dev/video1+/dev/dri/renderD128"
-        ]
-    );
+    assert_eq!(ids, ["/dev/video0+/dev/dri/renderD128", "/dev/video1+/dev/dri/renderD128"]);
 }
 
 #[test]
@@ -445,10 +302,7 @@ fn optional_paths_some_missing() {
         {"path": "/dev/ttyUSB1", "optional": true},
     ]}]});
     let run = run(config, &["/dev/ttyUSB0"]);
-    assert_eq!(
-        run.groups,
-        vec![g("/dev/ttyUSB0", vec![dev("/dev/ttyUSB0")])]
-    );
+    assert_eq!(run.groups, vec![g("/dev/ttyUSB0", vec![dev("/dev/ttyUSB0")])]);
 }
 
 #[test]
@@ -487,10 +341,7 @@ fn optional_path_beside_a_required_one() {
     assert_eq!(
         run.groups,
         vec![
-            g(
-                "/dev/video0+/dev/media0",
-                vec![dev("/dev/video0"), dev("/dev/media0")]
-            ),
+            g("/dev/video0+/dev/media0", vec![dev("/dev/video0"), dev("/dev/media0")]),
             g("/dev/video1", vec![dev("/dev/video1")]),
         ]
     );
@@ -518,17 +369,10 @@ fn select_ignores_udev_nodes_and_non_matching_paths() {
     let config = parse(&json!({"groups": [{"paths": [{"path": "/dev/tty*"}]}]})).unwrap();
     let mut udev = udev_node("/devices/virtual/tty/tty0", "tty");
     udev.devnode = Some("/dev/tty0".into());
-    let nodes = vec![
-        udev,
-        path_node("/dev/tty0", "char"),
-        path_node("/dev/snd/tty", "char"),
-        path_node("/dev/pts/0", "char"),
-    ];
+    let nodes =
+        vec![udev, path_node("/dev/tty0", "char"), path_node("/dev/snd/tty", "char"), path_node("/dev/pts/0", "char")];
     let snapshot = devsieve_sdk::Snapshot::from_parts(nodes, vec![0, 1, 2, 3]).unwrap();
-    let verdicts: Vec<bool> = snapshot
-        .candidates()
-        .map(|d| Glob::select(&config, d))
-        .collect();
+    let verdicts: Vec<bool> = snapshot.candidates().map(|d| Glob::select(&config, d)).collect();
     assert_eq!(verdicts, [false, true, false, false]);
 }
 
@@ -543,11 +387,7 @@ fn group_refuses_an_invalid_config_too() {
 fn assert_field(config: Value, field: &str, says: &str) {
     let e = error(config);
     assert_eq!(e.field.as_deref(), Some(field), "{}", e.message);
-    assert!(
-        e.message.contains(says),
-        "message `{}` should mention `{says}`",
-        e.message
-    );
+    assert!(e.message.contains(says), "message `{}` should mention `{says}`", e.message);
 }
 
 #[test]
@@ -563,11 +403,7 @@ fn missing_groups() {
 
 #[test]
 fn group_without_paths() {
-    assert_field(
-        json!({"groups": [{"count": 2}]}),
-        "groups[0].paths",
-        "at least one path",
-    );
+    assert_field(json!({"groups": [{"count": 2}]}), "groups[0].paths", "at least one path");
 }
 
 #[test]
@@ -622,11 +458,7 @@ fn bad_permissions() {
 
 #[test]
 fn count_zero() {
-    assert_field(
-        json!({"groups": [{"count": 0, "paths": [{"path": "/dev/fuse"}]}]}),
-        "groups[0].count",
-        "at least 1",
-    );
+    assert_field(json!({"groups": [{"count": 0, "paths": [{"path": "/dev/fuse"}]}]}), "groups[0].count", "at least 1");
 }
 
 #[test]
@@ -649,22 +481,13 @@ fn relative_mount_path() {
 
 #[test]
 fn usb_group_points_to_usb_id() {
-    assert_field(
-        json!({"groups": [{"usb": [{"vendor": "1a86", "product": "7523"}]}]}),
-        "groups[0].usb",
-        "usb-id",
-    );
+    assert_field(json!({"groups": [{"usb": [{"vendor": "1a86", "product": "7523"}]}]}), "groups[0].usb", "usb-id");
 }
 
 #[test]
 fn unknown_fields_are_named() {
     let e = error(json!({"groups": [{"paths": [{"path": "/dev/fuse", "mountpath": "/x"}]}]}));
-    assert_eq!(
-        e.field.as_deref(),
-        Some("groups[0].paths[0].mountpath"),
-        "{}",
-        e.message
-    );
+    assert_eq!(e.field.as_deref(), Some("groups[0].paths[0].mountpath"), "{}", e.message);
     assert!(e.message.contains("mountpath"), "{}", e.message);
     let e = error(json!({"name": "fuse", "groups": [{"paths": [{"path": "/dev/fuse"}]}]}));
     assert!(e.message.contains("name"), "{}", e.message);
@@ -673,37 +496,22 @@ fn unknown_fields_are_named() {
 #[test]
 fn wrong_value_types_are_named() {
     let e = error(json!({"groups": [{"paths": [{"path": "/dev/fuse", "readOnly": "yes"}]}]}));
-    assert_eq!(
-        e.field.as_deref(),
-        Some("groups[0].paths[0].readOnly"),
-        "{}",
-        e.message
-    );
+    assert_eq!(e.field.as_deref(), Some("groups[0].paths[0].readOnly"), "{}", e.message);
 }
 
 #[test]
 fn group_output_does_not_depend_on_selection_order() {
-    let config = parse(&json!({"groups": [{"paths": [{"path": "/dev/snd/controlC*"}, {"path": "/dev/snd/pcmC*D0c"}]}]})).unwrap();
-    let paths = [
-        "/dev/snd/controlC0",
-        "/dev/snd/controlC1",
-        "/dev/snd/pcmC0D0c",
-        "/dev/snd/pcmC1D0c",
-    ];
+    let config =
+        parse(&json!({"groups": [{"paths": [{"path": "/dev/snd/controlC*"}, {"path": "/dev/snd/pcmC*D0c"}]}]}))
+            .unwrap();
+    let paths = ["/dev/snd/controlC0", "/dev/snd/controlC1", "/dev/snd/pcmC0D0c", "/dev/snd/pcmC1D0c"];
     let nodes: Vec<Node> = paths.iter().map(|p| path_node(p, "char")).collect();
     let ids = |order: Vec<u32>| {
         let snapshot = devsieve_sdk::Snapshot::from_parts(nodes.clone(), order).unwrap();
         let selected: Vec<Device<'_>> = snapshot.candidates().collect();
-        Glob::group(&config, &selected)
-            .unwrap()
-            .into_iter()
-            .map(|g| g.id)
-            .collect::<Vec<_>>()
+        Glob::group(&config, &selected).unwrap().into_iter().map(|g| g.id).collect::<Vec<_>>()
     };
-    let expected = [
-        "/dev/snd/controlC0+/dev/snd/pcmC0D0c",
-        "/dev/snd/controlC1+/dev/snd/pcmC1D0c",
-    ];
+    let expected = ["/dev/snd/controlC0+/dev/snd/pcmC0D0c", "/dev/snd/controlC1+/dev/snd/pcmC1D0c"];
     assert_eq!(ids(vec![0, 1, 2, 3]), expected);
     assert_eq!(ids(vec![3, 2, 1, 0]), expected);
 }

@@ -2,7 +2,7 @@
 //! navigation to its ancestors and lookups of its properties and attributes.
 
 use crate::bindings::devsieve::handler::types;
-use crate::{DeviceNode, DeviceGroup, HandlerError, Node, Origin};
+use crate::{DeviceGroup, DeviceNode, HandlerError, Node, Origin};
 
 /// A snapshot whose parent links are known to be in range and acyclic.
 #[derive(Debug)]

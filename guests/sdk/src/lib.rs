@@ -43,7 +43,7 @@ pub mod bindings {
 }
 
 use bindings::devsieve::handler::types;
-pub use types::{DeviceNode, DeviceGroup, HandlerError, HandlerInfo, Mount, Requirements, Node, Origin};
+pub use types::{DeviceGroup, DeviceNode, HandlerError, HandlerInfo, Mount, Node, Origin, Requirements};
 
 /// The contract version this SDK builds handlers for (the WIT package version).
 pub const CONTRACT_VERSION: &str = "0.1.0";
@@ -51,7 +51,7 @@ pub const CONTRACT_VERSION: &str = "0.1.0";
 /// Everything a handler usually imports.
 pub mod prelude {
     pub use crate::{
-        Device, DeviceNode, DeviceGroup, Handler, HandlerError, Mount, Requirements, Node, Origin, Snapshot,
+        Device, DeviceGroup, DeviceNode, Handler, HandlerError, Mount, Node, Origin, Requirements, Snapshot,
         export_handler,
     };
 }
@@ -144,7 +144,9 @@ pub fn permissions(field: &str, given: Option<&str>, default: &str) -> Result<St
         if !matches!(c, 'r' | 'w' | 'm') {
             return Err(HandlerError::field(
                 field,
-                format!("`{given}`: `{c}` is not a permission; use any of r (read), w (write) and m (mknod), each once, e.g. \"rw\""),
+                format!(
+                    "`{given}`: `{c}` is not a permission; use any of r (read), w (write) and m (mknod), each once, e.g. \"rw\""
+                ),
             ));
         }
         if seen.contains(c) {
@@ -230,7 +232,7 @@ macro_rules! export_handler {
                     $crate::__private::group::<$handler>(&config, snapshot)
                 }
             }
-            $crate::__private::export!(DevsieveExport with_types_in $crate::bindings);
+    $crate::__private::export!(DevsieveExport with_types_in $crate::bindings);
         };
     };
 }

@@ -45,10 +45,7 @@ fn default_capacity() -> u32 {
 impl Config {
     /// Checks everything serde cannot, and returns the parsed rules.
     pub fn rules(&self) -> Result<&[rule::Rule], HandlerError> {
-        self.parsed
-            .get_or_init(|| self.validate())
-            .as_deref()
-            .map_err(Clone::clone)
+        self.parsed.get_or_init(|| self.validate()).as_deref().map_err(Clone::clone)
     }
 
     fn validate(&self) -> Result<Vec<rule::Rule>, HandlerError> {
@@ -69,13 +66,11 @@ impl Config {
             .iter()
             .enumerate()
             .map(|(i, text)| {
-                rule::parse(text)
-                    .map_err(|e| HandlerError::field(format!("udevRules[{i}]"), e.to_string()))
+                rule::parse(text).map_err(|e| HandlerError::field(format!("udevRules[{i}]"), e.to_string()))
             })
             .collect()
     }
 }
-
 
 pub struct UdevRule;
 
@@ -114,11 +109,7 @@ impl Handler for UdevRule {
                 _ => {}
             }
         }
-        let base = if pinned {
-            Requirements::udev(subsystems)
-        } else {
-            Requirements::all_udev()
-        };
+        let base = if pinned { Requirements::udev(subsystems) } else { Requirements::all_udev() };
         Ok(base.attributes(attributes).properties(properties))
     }
 
@@ -162,14 +153,8 @@ impl Handler for UdevRule {
             if !seen.insert(device.index()) {
                 continue;
             }
-            let root = device
-                .self_and_ancestors()
-                .filter(|d| chosen.contains(&d.index()))
-                .last()
-                .unwrap_or(*device);
-            let entry = groups
-                .entry(root.devpath())
-                .or_insert_with(|| (root, Vec::new()));
+            let root = device.self_and_ancestors().filter(|d| chosen.contains(&d.index())).last().unwrap_or(*device);
+            let entry = groups.entry(root.devpath()).or_insert_with(|| (root, Vec::new()));
             if device.index() != root.index() {
                 entry.1.push(*device);
             }
@@ -185,18 +170,12 @@ impl Handler for UdevRule {
                 }
                 let mut env = vec![(UDEV_DEVPATH.to_string(), root.devpath().to_string())];
                 env.extend(
-                    devnodes
-                        .iter()
-                        .enumerate()
-                        .map(|(i, node)| (format!("{UDEV_DEVNODE}_{i}"), node.to_string())),
+                    devnodes.iter().enumerate().map(|(i, node)| (format!("{UDEV_DEVNODE}_{i}"), node.to_string())),
                 );
                 Some(DeviceGroup {
                     id: root.devpath().to_string(),
                     members: members.iter().map(Device::index).collect(),
-                    device_nodes: devnodes
-                        .iter()
-                        .map(|node| device_node(node, &config.permissions))
-                        .collect(),
+                    device_nodes: devnodes.iter().map(|node| device_node(node, &config.permissions)).collect(),
                     mounts: Vec::new(),
                     env,
                     share: config.capacity,
@@ -207,11 +186,7 @@ impl Handler for UdevRule {
 }
 
 fn device_node(path: &str, permissions: &str) -> DeviceNode {
-    DeviceNode {
-        host_path: path.to_string(),
-        container_path: None,
-        permissions: permissions.to_string(),
-    }
+    DeviceNode { host_path: path.to_string(), container_path: None, permissions: permissions.to_string() }
 }
 
 export_handler!(UdevRule);

@@ -35,10 +35,7 @@ pub fn rule_matches(rule: &Rule, device: Device<'_>) -> bool {
         return true;
     }
     device.self_and_ancestors().any(|candidate| {
-        rule.keys
-            .iter()
-            .filter(|key| key.field.is_parent_key())
-            .all(|key| key_matches(key, candidate))
+        rule.keys.iter().filter(|key| key.field.is_parent_key()).all(|key| key_matches(key, candidate))
     })
 }
 
@@ -53,9 +50,7 @@ pub fn key_matches(key: &Key, device: Device<'_>) -> bool {
         Field::Env(name) => compare(device.property(name).unwrap_or("")),
         Field::Attr(name) | Field::Attrs(name) => match device.attribute(name) {
             None => false,
-            Some(value) if key.pattern.strips_trailing_whitespace() => {
-                compare(value.trim_end_matches(TRAILING))
-            }
+            Some(value) if key.pattern.strips_trailing_whitespace() => compare(value.trim_end_matches(TRAILING)),
             Some(value) => compare(value),
         },
         Field::Tag | Field::Tags => {

@@ -67,12 +67,7 @@ impl Pattern {
                 alternatives.push(part.to_string());
             }
         }
-        Pattern {
-            kind,
-            alternatives,
-            matches_empty,
-            case_insensitive,
-        }
+        Pattern { kind, alternatives, matches_empty, case_insensitive }
     }
 
     /// Does `text` match?
@@ -81,25 +76,17 @@ impl Pattern {
             Kind::Empty => text.is_empty(),
             Kind::Subsystem => SUBSYSTEM_NAMES.iter().any(|name| self.eq(name, text)),
             Kind::Plain => {
-                (self.matches_empty && text.is_empty())
-                    || self.alternatives.iter().any(|alt| self.eq(alt, text))
+                (self.matches_empty && text.is_empty()) || self.alternatives.iter().any(|alt| self.eq(alt, text))
             }
             Kind::Glob => {
                 (self.matches_empty && text.is_empty())
-                    || self
-                        .alternatives
-                        .iter()
-                        .any(|alt| fnmatch(alt, text, self.case_insensitive))
+                    || self.alternatives.iter().any(|alt| fnmatch(alt, text, self.case_insensitive))
             }
         }
     }
 
     fn eq(&self, a: &str, b: &str) -> bool {
-        if self.case_insensitive {
-            a.eq_ignore_ascii_case(b)
-        } else {
-            a == b
-        }
+        if self.case_insensitive { a.eq_ignore_ascii_case(b) } else { a == b }
     }
 
     /// The exact strings this pattern matches, if it is a finite set of
@@ -109,9 +96,7 @@ impl Pattern {
             return None;
         }
         match self.kind {
-            Kind::Plain if !self.matches_empty => {
-                Some(self.alternatives.iter().map(String::as_str).collect())
-            }
+            Kind::Plain if !self.matches_empty => Some(self.alternatives.iter().map(String::as_str).collect()),
             Kind::Subsystem => Some(SUBSYSTEM_NAMES.to_vec()),
             _ => None,
         }
@@ -154,11 +139,7 @@ enum ClassItem {
 }
 
 fn fold(c: char, case_insensitive: bool) -> char {
-    if case_insensitive {
-        c.to_ascii_lowercase()
-    } else {
-        c
-    }
+    if case_insensitive { c.to_ascii_lowercase() } else { c }
 }
 
 /// glibc `fnmatch(pattern, text, flags)` with flags 0 (or `FNM_CASEFOLD`):
@@ -177,10 +158,7 @@ pub fn fnmatch(pattern: &str, text: &str, case_insensitive: bool) -> bool {
             Token::Literal(l) => fold(*l, case_insensitive) == c,
             Token::Any => true,
             Token::Class { negated, items } => {
-                items
-                    .iter()
-                    .any(|item| class_item_matches(item, c, case_insensitive))
-                    != *negated
+                items.iter().any(|item| class_item_matches(item, c, case_insensitive)) != *negated
             }
             Token::Star | Token::Invalid => false,
         }
@@ -305,19 +283,11 @@ fn parse_bracket(chars: &[char], start: usize) -> Option<(Token, usize)> {
                 continue;
             }
         }
-        let (low, after) = if c == '\\' {
-            (*chars.get(i + 1)?, i + 2)
-        } else {
-            (c, i + 1)
-        };
+        let (low, after) = if c == '\\' { (*chars.get(i + 1)?, i + 2) } else { (c, i + 1) };
         // A range a-z, unless the '-' is last before ']'.
         if chars.get(after) == Some(&'-') && chars.get(after + 1).is_some_and(|&n| n != ']') {
             let n = chars[after + 1];
-            let (high, next) = if n == '\\' {
-                (*chars.get(after + 2)?, after + 3)
-            } else {
-                (n, after + 2)
-            };
+            let (high, next) = if n == '\\' { (*chars.get(after + 2)?, after + 3) } else { (n, after + 2) };
             items.push(ClassItem::Range(low, high));
             i = next;
         } else {
@@ -347,10 +317,7 @@ mod tests {
         assert!(glob("*", ""));
         assert!(!glob("?*", ""));
         assert!(glob("?*", "x"));
-        assert!(glob(
-            "/devices/*/usb3/*",
-            "/devices/pci0000:00/0000:00:14.0/usb3/3-3"
-        ));
+        assert!(glob("/devices/*/usb3/*", "/devices/pci0000:00/0000:00:14.0/usb3/3-3"));
         assert!(glob("a*b*c", "aXXbYYbc"));
         assert!(!glob("a*b*c", "aXXbYYbcd"));
         assert!(glob("*.0", ".0"));
@@ -411,9 +378,7 @@ mod tests {
     #[test]
     fn subsystem_special_value() {
         let p = Pattern::new("bus", false, true);
-        assert!(
-            p.matches("subsystem") && p.matches("class") && p.matches("bus") && !p.matches("usb")
-        );
+        assert!(p.matches("subsystem") && p.matches("class") && p.matches("bus") && !p.matches("usb"));
         assert!(!Pattern::new("bus", false, false).matches("class"));
     }
 

@@ -38,10 +38,7 @@ pub enum Field {
 impl Field {
     /// Keys matched on the device or one ancestor (all on the same one).
     pub fn is_parent_key(&self) -> bool {
-        matches!(
-            self,
-            Field::Kernels | Field::Subsystems | Field::Drivers | Field::Attrs(_) | Field::Tags
-        )
+        matches!(self, Field::Kernels | Field::Subsystems | Field::Drivers | Field::Attrs(_) | Field::Tags)
     }
 }
 
@@ -79,11 +76,7 @@ pub struct RuleError {
 impl fmt::Display for RuleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.key, &self.snippet) {
-            (Some(n), Some(snippet)) => write!(
-                f,
-                "key {n} `{snippet}` (column {}): {}",
-                self.column, self.message
-            ),
+            (Some(n), Some(snippet)) => write!(f, "key {n} `{snippet}` (column {}): {}", self.column, self.message),
             (Some(n), None) => write!(f, "key {n} (column {}): {}", self.column, self.message),
             _ => write!(f, "column {}: {}", self.column, self.message),
         }
@@ -159,29 +152,17 @@ pub fn parse(text: &str) -> Result<Rule, RuleError> {
         }
         let name = &text[start..pos];
         if pos == bytes.len() {
-            return Err(err(
-                start,
-                pos,
-                format!("`{name}` has no operator; write e.g. `{name}==\"value\"`"),
-            ));
+            return Err(err(start, pos, format!("`{name}` has no operator; write e.g. `{name}==\"value\"`")));
         }
         if name.is_empty() {
-            return Err(err(
-                start,
-                (pos + 2).min(bytes.len()),
-                "a key name is missing before the operator".into(),
-            ));
+            return Err(err(start, (pos + 2).min(bytes.len()), "a key name is missing before the operator".into()));
         }
 
         // Attribute.
         let mut attr = None;
         if bytes[pos] == b'{' {
             let Some(close) = text[pos + 1..].find('}').map(|i| pos + 1 + i) else {
-                return Err(err(
-                    pos,
-                    bytes.len(),
-                    format!("the `{{` after `{name}` is never closed with `}}`"),
-                ));
+                return Err(err(pos, bytes.len(), format!("the `{{` after `{name}` is never closed with `}}`")));
             };
             attr = Some(&text[pos + 1..close]);
             pos = close + 1;
@@ -209,10 +190,7 @@ pub fn parse(text: &str) -> Result<Rule, RuleError> {
         } else if rest.starts_with(b":=") {
             Op::AssignFinal
         } else {
-            let found = text[pos..]
-                .chars()
-                .next()
-                .map_or("the end of the rule".to_string(), |c| format!("`{c}`"));
+            let found = text[pos..].chars().next().map_or("the end of the rule".to_string(), |c| format!("`{c}`"));
             return Err(err(
                 pos,
                 pos,
@@ -232,20 +210,13 @@ pub fn parse(text: &str) -> Result<Rule, RuleError> {
 
         // The key itself decides first: an action key is refused whatever its value.
         let field = classify(name, attr, op).map_err(|message| err(start, end, message))?;
-        let (value, case_insensitive, end) =
-            value.map_err(|(at, message)| err(at, bytes.len(), message))?;
+        let (value, case_insensitive, end) = value.map_err(|(at, message)| err(at, bytes.len(), message))?;
         if value_start == end {
             // Unreachable: parse_value consumes at least the quotes.
             return Err(err(value_start, end, "missing value".into()));
         }
         let pattern = Pattern::new(&value, case_insensitive, field == Field::Subsystem);
-        keys.push(Key {
-            field,
-            negated: op == Op::NoMatch,
-            value,
-            pattern,
-            span: start..end,
-        });
+        keys.push(Key { field, negated: op == Op::NoMatch, value, pattern, span: start..end });
         pos = end;
     }
     if keys.is_empty() {
@@ -253,9 +224,7 @@ pub fn parse(text: &str) -> Result<Rule, RuleError> {
             key: None,
             column: 1,
             snippet: None,
-            message: format!(
-                "the rule is empty; it needs at least one key such as SUBSYSTEM==\"tty\" ({SUPPORTED})"
-            ),
+            message: format!("the rule is empty; it needs at least one key such as SUBSYSTEM==\"tty\" ({SUPPORTED})"),
         });
     }
     Ok(Rule { keys })
@@ -288,15 +257,10 @@ fn parse_value(text: &str, pos: usize) -> Result<(String, bool, usize), (usize, 
         i += 1;
     }
     if bytes.get(i) != Some(&b'"') {
-        let what = text[pos..]
-            .chars()
-            .next()
-            .map_or("nothing".to_string(), |c| format!("`{c}`"));
+        let what = text[pos..].chars().next().map_or("nothing".to_string(), |c| format!("`{c}`"));
         return Err((
             pos,
-            format!(
-                "the value must be in double quotes (optionally prefixed by `e` or `i`), found {what}"
-            ),
+            format!("the value must be in double quotes (optionally prefixed by `e` or `i`), found {what}"),
         ));
     }
     let open = i;
@@ -343,12 +307,7 @@ fn parse_value(text: &str, pos: usize) -> Result<(String, bool, usize), (usize, 
             value.push(c);
             continue;
         }
-        let bad = |message: &str| {
-            (
-                body_start + at,
-                format!("invalid escape in e\"...\" value: {message}"),
-            )
-        };
+        let bad = |message: &str| (body_start + at, format!("invalid escape in e\"...\" value: {message}"));
         let Some((_, e)) = chars.next() else {
             return Err(bad("trailing backslash"));
         };
@@ -383,8 +342,7 @@ fn parse_value(text: &str, pos: usize) -> Result<(String, bool, usize), (usize, 
             'u' => take(4, 16).ok_or_else(|| bad("`\\u` needs four hex digits"))?,
             'U' => take(8, 16).ok_or_else(|| bad("`\\U` needs eight hex digits"))?,
             '0'..='7' => {
-                let rest =
-                    take(2, 8).ok_or_else(|| bad("an octal escape needs three octal digits"))?;
+                let rest = take(2, 8).ok_or_else(|| bad("an octal escape needs three octal digits"))?;
                 let v = e.to_digit(8).unwrap_or(0) * 64 + rest;
                 if v > 255 {
                     return Err(bad("octal escapes go up to \\377"));
@@ -398,9 +356,7 @@ fn parse_value(text: &str, pos: usize) -> Result<(String, bool, usize), (usize, 
         }
         if matches!(e, 'x' | '0'..='7') && code > 0x7f {
             // udev inserts the raw byte, which is not valid UTF-8 on its own.
-            return Err(bad(
-                "byte escapes above \\x7f are not valid UTF-8; write the character or use \\u",
-            ));
+            return Err(bad("byte escapes above \\x7f are not valid UTF-8; write the character or use \\u"));
         }
         value.push(char::from_u32(code).ok_or_else(|| bad("not a valid Unicode code point"))?);
     }
@@ -412,23 +368,18 @@ fn classify(name: &str, attr: Option<&str>, op: Op) -> Result<Field, String> {
     let remove = "devsieve rules only match devices, remove it";
     let no_attr = |field: Field| -> Result<Field, String> {
         match attr {
-            Some(a) => Err(format!(
-                "{name} takes no {{attribute}}; write `{name}{}\"...\"` without `{{{a}}}`",
-                op.text()
-            )),
+            Some(a) => {
+                Err(format!("{name} takes no {{attribute}}; write `{name}{}\"...\"` without `{{{a}}}`", op.text()))
+            }
             None => Ok(field),
         }
     };
     let with_attr = |make: fn(String) -> Field| -> Result<Field, String> {
         match attr {
-            None | Some("") => Err(format!(
-                "{name} needs a name in braces, e.g. `{name}{{idVendor}}==\"1a86\"`"
+            None | Some("") => Err(format!("{name} needs a name in braces, e.g. `{name}{{idVendor}}==\"1a86\"`")),
+            Some(a) if name != "ENV" && (a.starts_with('[') || a.contains(['%', '$'])) => Err(format!(
+                "{name}{{{a}}}: substitutions and [subsystem/kernel] references in attribute names are not supported"
             )),
-            Some(a) if name != "ENV" && (a.starts_with('[') || a.contains(['%', '$'])) => {
-                Err(format!(
-                    "{name}{{{a}}}: substitutions and [subsystem/kernel] references in attribute names are not supported"
-                ))
-            }
             Some(a) => Ok(make(a.to_string())),
         }
     };
@@ -445,22 +396,17 @@ fn classify(name: &str, attr: Option<&str>, op: Op) -> Result<Field, String> {
         "ATTR" => with_attr(Field::Attr),
         "ATTRS" => with_attr(Field::Attrs),
         "ENV" => with_attr(Field::Env),
-        "RUN" | "GOTO" | "LABEL" | "OWNER" | "GROUP" | "MODE" | "OPTIONS" | "SECLABEL"
-        | "WAIT_FOR" => {
+        "RUN" | "GOTO" | "LABEL" | "OWNER" | "GROUP" | "MODE" | "OPTIONS" | "SECLABEL" | "WAIT_FOR" => {
             return Err(format!("{name} is an action key; {remove}"));
         }
         "NAME" | "SYMLINK" if !op.is_match() => {
             return Err(format!("{name} is an action key; {remove}"));
         }
         "NAME" => {
-            return Err(format!(
-                "NAME matches network interface names during an event; {remove}"
-            ));
+            return Err(format!("NAME matches network interface names during an event; {remove}"));
         }
         "SYMLINK" => {
-            return Err(format!(
-                "SYMLINK matching (device node links) is not supported; {remove}"
-            ));
+            return Err(format!("SYMLINK matching (device node links) is not supported; {remove}"));
         }
         "ACTION" => {
             return Err(format!(
@@ -468,9 +414,7 @@ fn classify(name: &str, attr: Option<&str>, op: Op) -> Result<Field, String> {
             ));
         }
         "PROGRAM" | "RESULT" | "IMPORT" | "TEST" | "CONST" | "SYSCTL" => {
-            return Err(format!(
-                "{name} looks at the host or runs something while udev handles an event; {remove}"
-            ));
+            return Err(format!("{name} looks at the host or runs something while udev handles an event; {remove}"));
         }
         _ => {
             let upper = name.to_ascii_uppercase();
@@ -493,16 +437,11 @@ fn classify(name: &str, attr: Option<&str>, op: Op) -> Result<Field, String> {
             } else {
                 String::new()
             };
-            return Err(format!(
-                "unknown key `{name}`{hint}; supported keys are {SUPPORTED}"
-            ));
+            return Err(format!("unknown key `{name}`{hint}; supported keys are {SUPPORTED}"));
         }
     }?;
     if !op.is_match() {
-        return Err(format!(
-            "`{name}{}` assigns; {remove} or use `==` / `!=` to match",
-            op.text()
-        ));
+        return Err(format!("`{name}{}` assigns; {remove} or use `==` / `!=` to match", op.text()));
     }
     Ok(field)
 }
@@ -512,12 +451,7 @@ mod tests {
     use super::*;
 
     fn keys(rule: &str) -> Vec<(Field, bool, String)> {
-        parse(rule)
-            .unwrap()
-            .keys
-            .into_iter()
-            .map(|k| (k.field, k.negated, k.value))
-            .collect()
+        parse(rule).unwrap().keys.into_iter().map(|k| (k.field, k.negated, k.value)).collect()
     }
 
     fn error(rule: &str) -> String {
@@ -537,11 +471,7 @@ mod tests {
         assert_eq!(
             keys(r#"ENV{a name}=="Keyboard that has a mouse", DRIVERS!="a driver""#),
             vec![
-                (
-                    Field::Env("a name".into()),
-                    false,
-                    "Keyboard that has a mouse".into()
-                ),
+                (Field::Env("a name".into()), false, "Keyboard that has a mouse".into()),
                 (Field::Drivers, true, "a driver".into()),
             ]
         );
@@ -551,26 +481,17 @@ mod tests {
     fn whitespace_commas_and_spans() {
         let rule = parse(r#"  , KERNEL == "a" ,, TAGS!="x"KERNELS=="y"  "#).unwrap();
         assert_eq!(rule.keys.len(), 3);
-        assert_eq!(
-            &r#"  , KERNEL == "a" ,, TAGS!="x"KERNELS=="y"  "#[rule.keys[0].span.clone()],
-            r#"KERNEL == "a""#
-        );
+        assert_eq!(&r#"  , KERNEL == "a" ,, TAGS!="x"KERNELS=="y"  "#[rule.keys[0].span.clone()], r#"KERNEL == "a""#);
         assert_eq!(rule.keys[1].field, Field::Tags);
         assert_eq!(rule.keys[2].field, Field::Kernels);
     }
 
     #[test]
     fn values_with_any_character() {
-        assert_eq!(
-            keys(r#"ATTR{product}=="USB2.0-Serial (v2), + more""#)[0].2,
-            "USB2.0-Serial (v2), + more"
-        );
+        assert_eq!(keys(r#"ATTR{product}=="USB2.0-Serial (v2), + more""#)[0].2, "USB2.0-Serial (v2), + more");
         assert_eq!(keys(r#"ATTR{version}==" 1.10""#)[0].2, " 1.10");
         assert_eq!(keys(r#"ENV{X}=="say \"hi\" \n""#)[0].2, r#"say "hi" \n"#);
-        assert_eq!(
-            keys(r#"ENV{X}==e"a\tb\x41\101\u00e9\s\\""#)[0].2,
-            "a\tbAAé \\"
-        );
+        assert_eq!(keys(r#"ENV{X}==e"a\tb\x41\101\u00e9\s\\""#)[0].2, "a\tbAAé \\");
         assert_eq!(keys(r#"ENV{X}==e"q\"q""#)[0].2, "q\"q");
         let rule = parse(r#"ATTR{vendor}==i"great vendor""#).unwrap();
         assert!(rule.keys[0].pattern.matches("Great Vendor"));
@@ -595,14 +516,9 @@ mod tests {
             "key 3 `RUN+=\"/bin/x\"` (column 38): RUN is an action key; devsieve rules only match devices, remove it"
         );
         let e = error(r#"SUBSYSTEM=="sound", KERNEL=="card[0-9]*", TAG+="akri_tag""#);
-        assert!(
-            e.starts_with("key 3 `TAG+=\"akri_tag\"` (column 43): `TAG+=` assigns"),
-            "{e}"
-        );
+        assert!(e.starts_with("key 3 `TAG+=\"akri_tag\"` (column 43): `TAG+=` assigns"), "{e}");
         assert!(error(r#"ACTION=="add""#).contains("ACTION matches the uevent action"));
-        assert!(
-            error(r#"IMPORT{program}="v4l_id $devnode""#).starts_with("key 1 `IMPORT{program}")
-        );
+        assert!(error(r#"IMPORT{program}="v4l_id $devnode""#).starts_with("key 1 `IMPORT{program}"));
         // Unsupported keys are named even when their value is broken.
         assert!(error(r#"TEST{key}=="value"#).contains("TEST looks at the host"));
     }
@@ -615,10 +531,7 @@ mod tests {
             error(r#"KERNEL=="a", SUBSYSTEM"#),
             "key 2 `SUBSYSTEM` (column 14): `SUBSYSTEM` has no operator; write e.g. `SUBSYSTEM==\"value\"`"
         );
-        assert!(
-            error(r#"KERNEL=="abc"#)
-                .contains("(column 9): the value's opening `\"` is never closed")
-        );
+        assert!(error(r#"KERNEL=="abc"#).contains("(column 9): the value's opening `\"` is never closed"));
         assert!(error(r#"KERNEL==abc"#).contains("must be in double quotes"));
         assert!(error(r#"ATTR{idVendor=="1a86""#).contains("never closed with `}`"));
         assert!(error(r#"ATTR=="x""#).contains("ATTR needs a name in braces"));

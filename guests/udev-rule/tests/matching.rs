@@ -58,10 +58,7 @@ impl N {
         node.devnode = self.devnode.map(str::to_string);
         node.driver = self.driver.map(str::to_string);
         let pairs = |v: Vec<(&str, &str)>| {
-            let mut v: Vec<(String, String)> = v
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+            let mut v: Vec<(String, String)> = v.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             v.sort();
             v
         };
@@ -77,23 +74,14 @@ impl N {
 fn ch340() -> Vec<Node> {
     let dev = format!("{PCI}/usb3/3-3/3-3.4/3-3.4.1");
     vec![
-        n(
-            format!("{dev}/3-3.4.1:1.0/ttyUSB0/tty/ttyUSB0"),
-            "tty",
-            Some(1),
-        )
-        .devnode("/dev/ttyUSB0")
-        .env("ID_SERIAL", "1a86_USB2.0-Serial")
-        .tag("systemd")
-        .tag("uaccess")
-        .build(),
-        n(format!("{dev}/3-3.4.1:1.0/ttyUSB0"), "usb-serial", Some(2))
-            .driver("ch341-uart")
+        n(format!("{dev}/3-3.4.1:1.0/ttyUSB0/tty/ttyUSB0"), "tty", Some(1))
+            .devnode("/dev/ttyUSB0")
+            .env("ID_SERIAL", "1a86_USB2.0-Serial")
+            .tag("systemd")
+            .tag("uaccess")
             .build(),
-        n(format!("{dev}/3-3.4.1:1.0"), "usb", Some(3))
-            .driver("ch341")
-            .attr("bInterfaceClass", "ff")
-            .build(),
+        n(format!("{dev}/3-3.4.1:1.0/ttyUSB0"), "usb-serial", Some(2)).driver("ch341-uart").build(),
+        n(format!("{dev}/3-3.4.1:1.0"), "usb", Some(3)).driver("ch341").attr("bInterfaceClass", "ff").build(),
         n(dev.clone(), "usb", Some(4))
             .devnode("/dev/bus/usb/003/031")
             .driver("usb")
@@ -123,10 +111,8 @@ fn config(json: &str) -> Config {
 }
 
 fn rules_config(rules: &[&str]) -> Config {
-    let rules: Vec<String> = rules
-        .iter()
-        .map(|r| format!("\"{}\"", r.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect();
+    let rules: Vec<String> =
+        rules.iter().map(|r| format!("\"{}\"", r.replace('\\', "\\\\").replace('"', "\\\""))).collect();
     config(&format!(r#"{{"udevRules": [{}]}}"#, rules.join(",")))
 }
 
@@ -134,11 +120,7 @@ fn rules_config(rules: &[&str]) -> Config {
 fn selected(nodes: &[Node], config: &Config) -> Vec<u32> {
     let all: Vec<u32> = (0..nodes.len() as u32).collect();
     let snapshot = Snapshot::from_parts(nodes.to_vec(), all).unwrap();
-    snapshot
-        .candidates()
-        .filter(|d| UdevRule::select(config, *d))
-        .map(|d| d.index())
-        .collect()
+    snapshot.candidates().filter(|d| UdevRule::select(config, *d)).map(|d| d.index()).collect()
 }
 
 fn select(nodes: &[Node], rules: &[&str]) -> Vec<u32> {
@@ -156,27 +138,12 @@ fn group(nodes: &[Node], config: &Config) -> Result<Vec<DeviceGroup>, HandlerErr
 fn ch340_by_ancestor_attributes() {
     let nodes = ch340();
     // The device itself and everything below it; not the hub or the bus.
-    assert_eq!(
-        select(
-            &nodes,
-            &[r#"ATTRS{idVendor}=="1a86", ATTRS{idProduct}=="7523""#]
-        ),
-        vec![0, 1, 2, 3]
-    );
-    assert_eq!(
-        select(
-            &nodes,
-            &[r#"SUBSYSTEM=="tty", ATTRS{idVendor}=="1a86", ATTRS{idProduct}=="7523""#]
-        ),
-        vec![0]
-    );
+    assert_eq!(select(&nodes, &[r#"ATTRS{idVendor}=="1a86", ATTRS{idProduct}=="7523""#]), vec![0, 1, 2, 3]);
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", ATTRS{idVendor}=="1a86", ATTRS{idProduct}=="7523""#]), vec![0]);
     // ATTR only looks at the device itself.
     assert_eq!(select(&nodes, &[r#"ATTR{idVendor}=="1a86""#]), vec![3]);
     assert_eq!(
-        select(
-            &nodes,
-            &[r#"ATTRS{product}=="USB2.0-Serial", KERNEL=="ttyUSB[0-9]*", SUBSYSTEM=="tty""#]
-        ),
+        select(&nodes, &[r#"ATTRS{product}=="USB2.0-Serial", KERNEL=="ttyUSB[0-9]*", SUBSYSTEM=="tty""#]),
         vec![0]
     );
 }
@@ -185,160 +152,58 @@ fn ch340_by_ancestor_attributes() {
 fn parent_keys_must_match_on_the_same_device() {
     let nodes = ch340();
     // idVendor 1a86 is on the adapter, idProduct 0608 on the hub: Akri matches, udev does not.
-    assert_eq!(
-        select(
-            &nodes,
-            &[r#"ATTRS{idVendor}=="1a86", ATTRS{idProduct}=="0608""#]
-        ),
-        Vec::<u32>::new()
-    );
-    assert_eq!(
-        select(
-            &nodes,
-            &[r#"SUBSYSTEM=="tty", KERNELS=="3-3.4", ATTRS{idVendor}=="1a86""#]
-        ),
-        Vec::<u32>::new()
-    );
-    assert_eq!(
-        select(
-            &nodes,
-            &[r#"SUBSYSTEM=="tty", KERNELS=="3-3.4.1", ATTRS{idVendor}=="1a86""#]
-        ),
-        vec![0]
-    );
-    assert_eq!(
-        select(
-            &nodes,
-            &[r#"SUBSYSTEM=="tty", KERNELS=="3-3.4", ATTRS{idVendor}=="05e3""#]
-        ),
-        vec![0]
-    );
+    assert_eq!(select(&nodes, &[r#"ATTRS{idVendor}=="1a86", ATTRS{idProduct}=="0608""#]), Vec::<u32>::new());
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", KERNELS=="3-3.4", ATTRS{idVendor}=="1a86""#]), Vec::<u32>::new());
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", KERNELS=="3-3.4.1", ATTRS{idVendor}=="1a86""#]), vec![0]);
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", KERNELS=="3-3.4", ATTRS{idVendor}=="05e3""#]), vec![0]);
     // SUBSYSTEMS and DRIVERS on one device too.
-    assert_eq!(
-        select(
-            &nodes,
-            &[r#"SUBSYSTEM=="tty", SUBSYSTEMS=="pci", DRIVERS=="ch341""#]
-        ),
-        Vec::<u32>::new()
-    );
-    assert_eq!(
-        select(
-            &nodes,
-            &[r#"SUBSYSTEM=="tty", SUBSYSTEMS=="pci", DRIVERS=="xhci_hcd""#]
-        ),
-        vec![0]
-    );
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", SUBSYSTEMS=="pci", DRIVERS=="ch341""#]), Vec::<u32>::new());
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", SUBSYSTEMS=="pci", DRIVERS=="xhci_hcd""#]), vec![0]);
 }
 
 #[test]
 fn negation() {
     let nodes = ch340();
-    assert_eq!(
-        select(&nodes, &[r#"SUBSYSTEM=="usb", ATTR{idVendor}!="1a86""#]),
-        vec![4, 5]
-    );
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="usb", ATTR{idVendor}!="1a86""#]), vec![4, 5]);
     // A missing attribute fails ATTR!= (udev), a missing property is "" for ENV!=.
-    assert_eq!(
-        select(&nodes, &[r#"SUBSYSTEM=="tty", ATTR{idVendor}!="1a86""#]),
-        Vec::<u32>::new()
-    );
-    assert_eq!(
-        select(&nodes, &[r#"SUBSYSTEM=="usb-serial", ENV{ID_SERIAL}!="x""#]),
-        vec![1]
-    );
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", ATTR{idVendor}!="1a86""#]), Vec::<u32>::new());
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="usb-serial", ENV{ID_SERIAL}!="x""#]), vec![1]);
     // ATTRS!= passes on any device of the chain whose value differs (the hub here), as in udev.
-    assert_eq!(
-        select(&nodes, &[r#"SUBSYSTEM=="tty", ATTRS{idVendor}!="1a86""#]),
-        vec![0]
-    );
-    assert_eq!(
-        select(&nodes, &[r#"SUBSYSTEM=="tty", ATTRS{nosuchthing}!="1a86""#]),
-        Vec::<u32>::new()
-    );
-    assert_eq!(
-        select(&nodes, &[r#"KERNEL!="ttyUSB*", SUBSYSTEM!="usb|pci""#]),
-        Vec::<u32>::new()
-    );
-    assert_eq!(
-        select(&nodes, &[r#"KERNEL!="3-*", SUBSYSTEM!="tty|pci""#]),
-        vec![1, 5]
-    );
-    assert_eq!(
-        select(&nodes, &[r#"DRIVER!="", SUBSYSTEM=="usb""#]),
-        vec![2, 3, 4, 5]
-    );
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", ATTRS{idVendor}!="1a86""#]), vec![0]);
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", ATTRS{nosuchthing}!="1a86""#]), Vec::<u32>::new());
+    assert_eq!(select(&nodes, &[r#"KERNEL!="ttyUSB*", SUBSYSTEM!="usb|pci""#]), Vec::<u32>::new());
+    assert_eq!(select(&nodes, &[r#"KERNEL!="3-*", SUBSYSTEM!="tty|pci""#]), vec![1, 5]);
+    assert_eq!(select(&nodes, &[r#"DRIVER!="", SUBSYSTEM=="usb""#]), vec![2, 3, 4, 5]);
 }
 
 #[test]
 fn alternatives_and_patterns() {
     let nodes = ch340();
-    assert_eq!(
-        select(&nodes, &[r#"KERNEL=="ttyACM*|ttyUSB*""#]),
-        vec![0, 1]
-    );
-    assert_eq!(
-        select(
-            &nodes,
-            &[r#"SUBSYSTEM=="usb", ATTR{idVendor}=="1a86|05e3""#]
-        ),
-        vec![3, 4]
-    );
+    assert_eq!(select(&nodes, &[r#"KERNEL=="ttyACM*|ttyUSB*""#]), vec![0, 1]);
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="usb", ATTR{idVendor}=="1a86|05e3""#]), vec![3, 4]);
     assert_eq!(select(&nodes, &[r#"KERNEL=="3-3.4.?""#]), vec![3]);
     assert_eq!(select(&nodes, &[r#"KERNEL=="3-3.4*""#]), vec![2, 3, 4]);
     assert_eq!(select(&nodes, &[r#"DEVPATH=="*/usb3/*:1.0""#]), vec![2]);
-    assert_eq!(
-        select(
-            &nodes,
-            &[r#"SUBSYSTEM=="usb", ATTR{idProduct}=="0[0-9][0-9][!0-7]""#]
-        ),
-        vec![4]
-    );
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="usb", ATTR{idProduct}=="0[0-9][0-9][!0-7]""#]), vec![4]);
     assert_eq!(select(&nodes, &[r#"ATTR{idVendor}==i"1A86""#]), vec![3]);
     // Two rules: either matches.
-    assert_eq!(
-        select(&nodes, &[r#"SUBSYSTEM=="pci""#, r#"SUBSYSTEM=="tty""#]),
-        vec![0, 6]
-    );
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="pci""#, r#"SUBSYSTEM=="tty""#]), vec![0, 6]);
 }
 
 #[test]
 fn env_tags_drivers() {
     let nodes = ch340();
-    assert_eq!(
-        select(&nodes, &[r#"ENV{ID_SERIAL}=="1a86_USB2.0-Serial""#]),
-        vec![0]
-    );
+    assert_eq!(select(&nodes, &[r#"ENV{ID_SERIAL}=="1a86_USB2.0-Serial""#]), vec![0]);
     assert_eq!(select(&nodes, &[r#"ENV{ID_SERIAL}=="?*""#]), vec![0]);
     assert_eq!(select(&nodes, &[r#"TAG=="uaccess""#]), vec![0]);
-    assert_eq!(
-        select(&nodes, &[r#"SUBSYSTEM=="tty", TAG!="uaccess""#]),
-        Vec::<u32>::new()
-    );
-    assert_eq!(
-        select(&nodes, &[r#"SUBSYSTEM=="tty", TAG!="seat""#]),
-        vec![0]
-    );
-    assert_eq!(
-        select(&nodes, &[r#"SUBSYSTEM=="tty", TAG=="seat""#]),
-        Vec::<u32>::new()
-    );
-    assert_eq!(
-        select(&nodes, &[r#"SUBSYSTEM=="tty", TAGS=="seat""#]),
-        vec![0]
-    );
-    assert_eq!(
-        select(&nodes, &[r#"SUBSYSTEM=="tty", TAGS=="sys*""#]),
-        vec![0]
-    );
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", TAG!="uaccess""#]), Vec::<u32>::new());
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", TAG!="seat""#]), vec![0]);
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", TAG=="seat""#]), Vec::<u32>::new());
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", TAGS=="seat""#]), vec![0]);
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", TAGS=="sys*""#]), vec![0]);
     assert_eq!(select(&nodes, &[r#"DRIVER=="ch341""#]), vec![2]);
-    assert_eq!(
-        select(&nodes, &[r#"SUBSYSTEM=="tty", DRIVERS=="ch341""#]),
-        vec![0]
-    );
-    assert_eq!(
-        select(&nodes, &[r#"SUBSYSTEM=="tty", DRIVER=="ch341""#]),
-        Vec::<u32>::new()
-    );
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", DRIVERS=="ch341""#]), vec![0]);
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", DRIVER=="ch341""#]), Vec::<u32>::new());
 }
 
 #[test]
@@ -346,20 +211,11 @@ fn trailing_whitespace_of_attributes() {
     let nodes = ch340();
     // sysfs value is " 1.10  ": trailing whitespace goes unless the rule's value ends in whitespace.
     assert_eq!(select(&nodes, &[r#"ATTR{version}==" 1.10""#]), vec![3]);
-    assert_eq!(
-        select(&nodes, &[r#"ATTR{version}=="1.10""#]),
-        Vec::<u32>::new()
-    );
-    assert_eq!(
-        select(&nodes, &[r#"ATTR{version}==" 1.10 ""#]),
-        Vec::<u32>::new()
-    );
+    assert_eq!(select(&nodes, &[r#"ATTR{version}=="1.10""#]), Vec::<u32>::new());
+    assert_eq!(select(&nodes, &[r#"ATTR{version}==" 1.10 ""#]), Vec::<u32>::new());
     assert_eq!(select(&nodes, &[r#"ATTR{version}==" 1.10  ""#]), vec![3]);
     assert_eq!(select(&nodes, &[r#"ATTR{version}=="*1.10""#]), vec![3]);
-    assert_eq!(
-        select(&nodes, &[r#"SUBSYSTEM=="tty", ATTRS{version}==" 1.10""#]),
-        vec![0]
-    );
+    assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", ATTRS{version}==" 1.10""#]), vec![0]);
 }
 
 /// A webcam on 1-1 (two video nodes and a sound node) and another camera on
@@ -370,68 +226,40 @@ fn webcams() -> Vec<Node> {
     let ten = format!("{PCI}/usb1/1-10");
     vec![
         /* 0 */
-        n(
-            format!("{one}/1-1:1.0/video4linux/video0"),
-            "video4linux",
-            Some(3),
-        )
-        .devnode("/dev/video0")
-        .env("ID_SERIAL", cam)
-        .build(),
+        n(format!("{one}/1-1:1.0/video4linux/video0"), "video4linux", Some(3))
+            .devnode("/dev/video0")
+            .env("ID_SERIAL", cam)
+            .build(),
         /* 1 */
-        n(
-            format!("{one}/1-1:1.0/video4linux/video1"),
-            "video4linux",
-            Some(3),
-        )
-        .devnode("/dev/video1")
-        .env("ID_SERIAL", cam)
-        .build(),
+        n(format!("{one}/1-1:1.0/video4linux/video1"), "video4linux", Some(3))
+            .devnode("/dev/video1")
+            .env("ID_SERIAL", cam)
+            .build(),
         /* 2 */
-        n(
-            format!("{one}/1-1:1.3/sound/card1/pcmC1D0c"),
-            "sound",
-            Some(4),
-        )
-        .devnode("/dev/snd/pcmC1D0c")
-        .env("ID_SERIAL", cam)
-        .build(),
+        n(format!("{one}/1-1:1.3/sound/card1/pcmC1D0c"), "sound", Some(4))
+            .devnode("/dev/snd/pcmC1D0c")
+            .env("ID_SERIAL", cam)
+            .build(),
         /* 3 */ n(format!("{one}/1-1:1.0"), "usb", Some(6)).build(),
         /* 4 */
-        n(format!("{one}/1-1:1.3/sound/card1"), "sound", Some(5))
-            .env("ID_SERIAL", cam)
-            .build(),
+        n(format!("{one}/1-1:1.3/sound/card1"), "sound", Some(5)).env("ID_SERIAL", cam).build(),
         /* 5 */ n(format!("{one}/1-1:1.3"), "usb", Some(6)).build(),
         /* 6 */
-        n(one.clone(), "usb", Some(9))
-            .devnode("/dev/bus/usb/001/002")
+        n(one.clone(), "usb", Some(9)).devnode("/dev/bus/usb/001/002").env("ID_SERIAL", cam).build(),
+        /* 7 */
+        n(format!("{ten}/1-10:1.0/video4linux/video2"), "video4linux", Some(8))
+            .devnode("/dev/video2")
             .env("ID_SERIAL", cam)
             .build(),
-        /* 7 */
-        n(
-            format!("{ten}/1-10:1.0/video4linux/video2"),
-            "video4linux",
-            Some(8),
-        )
-        .devnode("/dev/video2")
-        .env("ID_SERIAL", cam)
-        .build(),
         /* 8 */
-        n(ten.clone(), "usb", Some(9))
-            .devnode("/dev/bus/usb/001/003")
-            .env("ID_SERIAL", "Other")
-            .build(),
+        n(ten.clone(), "usb", Some(9)).devnode("/dev/bus/usb/001/003").env("ID_SERIAL", "Other").build(),
         /* 9 */ n(format!("{PCI}/usb1"), "usb", Some(10)).build(),
         /* 10 */ n(PCI, "pci", None).build(),
     ]
 }
 
 fn env(group: &DeviceGroup) -> Vec<(&str, &str)> {
-    group
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect()
+    group.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 #[test]
@@ -447,25 +275,9 @@ fn group_recursive_webcam_and_prefix_boundary() {
     let cam = &groups[0];
     assert_eq!(cam.id, format!("{PCI}/usb1/1-1"));
     assert_eq!(cam.members, vec![6, 0, 1, 4, 2]);
-    let paths: Vec<&str> = cam
-        .device_nodes
-        .iter()
-        .map(|d| d.host_path.as_str())
-        .collect();
-    assert_eq!(
-        paths,
-        vec![
-            "/dev/bus/usb/001/002",
-            "/dev/video0",
-            "/dev/video1",
-            "/dev/snd/pcmC1D0c"
-        ]
-    );
-    assert!(
-        cam.device_nodes
-            .iter()
-            .all(|d| d.permissions == "rw" && d.container_path.is_none())
-    );
+    let paths: Vec<&str> = cam.device_nodes.iter().map(|d| d.host_path.as_str()).collect();
+    assert_eq!(paths, vec!["/dev/bus/usb/001/002", "/dev/video0", "/dev/video1", "/dev/snd/pcmC1D0c"]);
+    assert!(cam.device_nodes.iter().all(|d| d.permissions == "rw" && d.container_path.is_none()));
     assert_eq!(cam.share, 3);
     assert_eq!(
         env(cam),
@@ -480,18 +292,9 @@ fn group_recursive_webcam_and_prefix_boundary() {
 
     // 1-10's camera is its own group: 1-1 is not its parent although the devpath is a prefix.
     let other = &groups[1];
-    assert_eq!(
-        other.id,
-        format!("{PCI}/usb1/1-10/1-10:1.0/video4linux/video2")
-    );
+    assert_eq!(other.id, format!("{PCI}/usb1/1-10/1-10:1.0/video4linux/video2"));
     assert_eq!(other.members, vec![7]);
-    assert_eq!(
-        env(other),
-        vec![
-            ("UDEV_DEVPATH", other.id.as_str()),
-            ("UDEV_DEVNODE_0", "/dev/video2")
-        ]
-    );
+    assert_eq!(env(other), vec![("UDEV_DEVPATH", other.id.as_str()), ("UDEV_DEVNODE_0", "/dev/video2")]);
 }
 
 #[test]
@@ -508,9 +311,7 @@ fn group_recursive_root_without_devnode_and_empty_groups() {
     assert_eq!(groups[0].share, 1);
     // A group without any device node is dropped, recursive or not.
     for recursive in [true, false] {
-        let config = config(&format!(
-            r#"{{"udevRules": ["KERNEL==\"card1\""], "groupRecursive": {recursive}}}"#
-        ));
+        let config = config(&format!(r#"{{"udevRules": ["KERNEL==\"card1\""], "groupRecursive": {recursive}}}"#));
         assert_eq!(selected(&nodes, &config), vec![4]);
         assert!(group(&nodes, &config).unwrap().is_empty());
     }
@@ -519,24 +320,13 @@ fn group_recursive_root_without_devnode_and_empty_groups() {
 #[test]
 fn flat_groups_one_per_device_node() {
     let nodes = webcams();
-    let config = config(
-        r#"{"udevRules": ["ENV{ID_SERIAL}==\"Great Vendor Complex Camera\""], "capacity": 2}"#,
-    );
+    let config = config(r#"{"udevRules": ["ENV{ID_SERIAL}==\"Great Vendor Complex Camera\""], "capacity": 2}"#);
     let groups = group(&nodes, &config).unwrap();
     let ids: Vec<u32> = groups.iter().map(|g| g.members[0]).collect();
     assert_eq!(ids, vec![0, 1, 2, 6, 7]); // card1 has no device node
     let video0 = &groups[0];
-    assert_eq!(
-        video0.id,
-        format!("{PCI}/usb1/1-1/1-1:1.0/video4linux/video0")
-    );
-    assert_eq!(
-        env(video0),
-        vec![
-            ("UDEV_DEVPATH", video0.id.as_str()),
-            ("UDEV_DEVNODE", "/dev/video0")
-        ]
-    );
+    assert_eq!(video0.id, format!("{PCI}/usb1/1-1/1-1:1.0/video4linux/video0"));
+    assert_eq!(env(video0), vec![("UDEV_DEVPATH", video0.id.as_str()), ("UDEV_DEVNODE", "/dev/video0")]);
     assert_eq!(video0.device_nodes.len(), 1);
     assert_eq!(video0.device_nodes[0].host_path, "/dev/video0");
     assert_eq!(video0.device_nodes[0].permissions, "rwm");
@@ -557,23 +347,14 @@ fn config_validation() {
     assert_eq!(e.field.as_deref(), Some("udevRules"));
     let e = needs_error(r#"{"udevRules": ["SUBSYSTEM==\"tty\"", "KERNEL==\"x\", GOTO=\"end\""]}"#);
     assert_eq!(e.field.as_deref(), Some("udevRules[1]"));
-    assert!(
-        e.message
-            .starts_with("key 2 `GOTO=\"end\"` (column 14): GOTO is an action key"),
-        "{}",
-        e.message
-    );
+    assert!(e.message.starts_with("key 2 `GOTO=\"end\"` (column 14): GOTO is an action key"), "{}", e.message);
     for bad in ["rwx", "rr", "RW", "r w"] {
-        let e = needs_error(&format!(
-            r#"{{"udevRules": ["TAG==\"x\""], "permissions": "{bad}"}}"#
-        ));
+        let e = needs_error(&format!(r#"{{"udevRules": ["TAG==\"x\""], "permissions": "{bad}"}}"#));
         assert_eq!(e.field.as_deref(), Some("permissions"), "{bad}: {e:?}");
     }
     // An empty string means the default, as in generic-device-plugin.
     for good in ["", "r", "w", "m", "rw", "mwr", "rwm"] {
-        let config = config(&format!(
-            r#"{{"udevRules": ["TAG==\"x\""], "permissions": "{good}"}}"#
-        ));
+        let config = config(&format!(r#"{{"udevRules": ["TAG==\"x\""], "permissions": "{good}"}}"#));
         assert!(UdevRule::needs(&config).is_ok(), "{good}");
     }
     let e = needs_error(r#"{"udevRules": ["TAG==\"x\""], "capacity": 0}"#);
@@ -588,13 +369,7 @@ fn config_validation() {
     assert!(selected(&nodes, &invalid).is_empty());
     let snapshot = Snapshot::from_parts(nodes, vec![0]).unwrap();
     let devices: Vec<_> = snapshot.candidates().collect();
-    assert_eq!(
-        UdevRule::group(&invalid, &devices)
-            .unwrap_err()
-            .field
-            .as_deref(),
-        Some("udevRules[0]")
-    );
+    assert_eq!(UdevRule::group(&invalid, &devices).unwrap_err().field.as_deref(), Some("udevRules[0]"));
 }
 
 #[test]

@@ -13,10 +13,7 @@ fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 }
 
 fn config_for(rule: &str) -> String {
-    format!(
-        r#"{{"udevRules": ["{}"]}}"#,
-        rule.replace('\\', "\\\\").replace('"', "\\\"")
-    )
+    format!(r#"{{"udevRules": ["{}"]}}"#, rule.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 #[test]
@@ -24,13 +21,12 @@ fn every_supported_rule_parses() {
     let text = include_str!("rules/supported.txt");
     let mut count = 0;
     for (line, rule_text) in lines(text) {
-        let parsed = rule::parse(rule_text)
-            .unwrap_or_else(|e| panic!("supported.txt:{line}: `{rule_text}` was refused: {e}"));
+        let parsed =
+            rule::parse(rule_text).unwrap_or_else(|e| panic!("supported.txt:{line}: `{rule_text}` was refused: {e}"));
         assert!(!parsed.keys.is_empty(), "supported.txt:{line}");
         // And through the handler's config validation.
         let config: Config = parse_config(&config_for(rule_text)).unwrap();
-        UdevRule::needs(&config)
-            .unwrap_or_else(|e| panic!("supported.txt:{line}: needs refused: {e:?}"));
+        UdevRule::needs(&config).unwrap_or_else(|e| panic!("supported.txt:{line}: needs refused: {e:?}"));
         count += 1;
     }
     assert!(count >= 30, "only {count} supported rules were read");
@@ -41,35 +37,18 @@ fn every_unsupported_rule_is_refused_naming_the_key() {
     let text = include_str!("rules/unsupported.txt");
     let mut count = 0;
     for (line, entry) in lines(text) {
-        let (key, rule_text) = entry
-            .split_once(" => ")
-            .unwrap_or_else(|| panic!("unsupported.txt:{line}: expected `KEY => rule`"));
-        let error = rule::parse(rule_text).expect_err(&format!(
-            "unsupported.txt:{line}: `{rule_text}` was accepted"
-        ));
+        let (key, rule_text) =
+            entry.split_once(" => ").unwrap_or_else(|| panic!("unsupported.txt:{line}: expected `KEY => rule`"));
+        let error = rule::parse(rule_text).expect_err(&format!("unsupported.txt:{line}: `{rule_text}` was accepted"));
         let snippet = error.snippet.clone().unwrap_or_default();
-        assert!(
-            snippet.starts_with(key),
-            "unsupported.txt:{line}: error does not point at {key}: {error}"
-        );
+        assert!(snippet.starts_with(key), "unsupported.txt:{line}: error does not point at {key}: {error}");
         let message = error.to_string();
-        assert!(
-            message.contains(key),
-            "unsupported.txt:{line}: error does not name {key}: {message}"
-        );
-        assert!(
-            message.starts_with(&format!("key {}", error.key.unwrap())),
-            "unsupported.txt:{line}: {message}"
-        );
+        assert!(message.contains(key), "unsupported.txt:{line}: error does not name {key}: {message}");
+        assert!(message.starts_with(&format!("key {}", error.key.unwrap())), "unsupported.txt:{line}: {message}");
         // The handler reports it against the rule's index.
         let config: Config = parse_config(&config_for(rule_text)).unwrap();
-        let refused = UdevRule::needs(&config)
-            .expect_err(&format!("unsupported.txt:{line}: needs accepted it"));
-        assert_eq!(
-            refused.field.as_deref(),
-            Some("udevRules[0]"),
-            "unsupported.txt:{line}"
-        );
+        let refused = UdevRule::needs(&config).expect_err(&format!("unsupported.txt:{line}: needs accepted it"));
+        assert_eq!(refused.field.as_deref(), Some("udevRules[0]"), "unsupported.txt:{line}");
         assert_eq!(refused.message, message);
         count += 1;
     }

@@ -115,23 +115,12 @@ pub struct Checked {
 
 /// Subsystems whose nodes a USB device commonly brings.
 pub const CHILD_SUBSYSTEMS: [&str; 5] = ["tty", "video4linux", "sound", "hidraw", "usbmisc"];
-const ATTRIBUTES: [&str; 7] = [
-    "idVendor",
-    "idProduct",
-    "serial",
-    "busnum",
-    "devnum",
-    "product",
-    "manufacturer",
-];
+const ATTRIBUTES: [&str; 7] = ["idVendor", "idProduct", "serial", "busnum", "devnum", "product", "manufacturer"];
 const DEFAULT_PERMISSIONS: &str = "rwm";
 
 fn parse_hex(field: &str, text: &str) -> Result<u16, HandlerError> {
     let digits = text.trim();
-    let digits = digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-        .unwrap_or(digits);
+    let digits = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")).unwrap_or(digits);
     if digits.is_empty() || digits.len() > 4 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(HandlerError::field(
             field,
@@ -148,9 +137,7 @@ fn resolve_id(field: &str, value: &IdValue, dialect: Dialect) -> Result<u16, Han
         (IdValue::Text(text), _) => parse_hex(field, text),
         (IdValue::Integer(n), Dialect::Gdp) => {
             let hint = match u16::try_from(*n) {
-                Ok(v) => format!(
-                    " If you wrote {n}, write \"{n}\"; if you wrote 0x{v:04x}, write \"{v:04x}\"."
-                ),
+                Ok(v) => format!(" If you wrote {n}, write \"{n}\"; if you wrote 0x{v:04x}, write \"{v:04x}\"."),
                 Err(_) => String::new(),
             };
             Err(HandlerError::field(
@@ -162,17 +149,11 @@ fn resolve_id(field: &str, value: &IdValue, dialect: Dialect) -> Result<u16, Han
                 ),
             ))
         }
-        (IdValue::Integer(n), Dialect::Usbip) => u16::try_from(*n).map_err(|_| {
-            HandlerError::field(
-                field,
-                format!("{n} does not fit a 16-bit USB id (0 to 0xffff)"),
-            )
-        }),
+        (IdValue::Integer(n), Dialect::Usbip) => u16::try_from(*n)
+            .map_err(|_| HandlerError::field(field, format!("{n} does not fit a 16-bit USB id (0 to 0xffff)"))),
         (IdValue::Float(f), _) => Err(HandlerError::field(
             field,
-            format!(
-                "{f} is not a USB id: write a hex string like \"1a86\" or an integer like 0x1a86"
-            ),
+            format!("{f} is not a USB id: write a hex string like \"1a86\" or an integer like 0x1a86"),
         )),
     }
 }
@@ -214,10 +195,7 @@ pub fn check(config: &Config) -> Result<Checked, HandlerError> {
         }
         (Some(list), None) => {
             if list.is_empty() {
-                return Err(HandlerError::field(
-                    "usb",
-                    "list at least one {vendor, product} to match",
-                ));
+                return Err(HandlerError::field("usb", "list at least one {vendor, product} to match"));
             }
             list.iter()
                 .enumerate()
@@ -229,20 +207,12 @@ pub fn check(config: &Config) -> Result<Checked, HandlerError> {
     let share = match config.count {
         None => 1,
         Some(0) => {
-            return Err(HandlerError::field(
-                "count",
-                "count must be at least 1 (omit it for 1)",
-            ));
+            return Err(HandlerError::field("count", "count must be at least 1 (omit it for 1)"));
         }
         Some(n) => n,
     };
     let permissions = devsieve_sdk::permissions("permissions", config.permissions.as_deref(), DEFAULT_PERMISSIONS)?;
-    Ok(Checked {
-        wanted,
-        include_children: config.include_children,
-        share,
-        permissions,
-    })
+    Ok(Checked { wanted, include_children: config.include_children, share, permissions })
 }
 
 fn hex_attribute(device: Device<'_>, name: &str) -> Option<u16> {
@@ -251,10 +221,7 @@ fn hex_attribute(device: Device<'_>, name: &str) -> Option<u16> {
 
 /// The device's serial as sysfs gives it (trimmed), if it has a non-empty one.
 fn serial(device: Device<'_>) -> Option<&str> {
-    device
-        .attribute("serial")
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+    device.attribute("serial").map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// Is this a `usb_device` the config asks for?
@@ -262,27 +229,17 @@ pub fn is_wanted_usb_device(checked: &Checked, device: Device<'_>) -> bool {
     if device.subsystem() != "usb" || device.devtype() != Some("usb_device") {
         return false;
     }
-    let (Some(vendor), Some(product)) = (
-        hex_attribute(device, "idVendor"),
-        hex_attribute(device, "idProduct"),
-    ) else {
+    let (Some(vendor), Some(product)) = (hex_attribute(device, "idVendor"), hex_attribute(device, "idProduct")) else {
         return false;
     };
     checked.wanted.iter().any(|w| {
-        w.vendor == vendor
-            && w.product == product
-            && w.serial
-                .as_deref()
-                .is_none_or(|s| serial(device) == Some(s))
+        w.vendor == vendor && w.product == product && w.serial.as_deref().is_none_or(|s| serial(device) == Some(s))
     })
 }
 
 /// The nearest strict ancestor that is a wanted `usb_device`.
 fn wanted_ancestor<'a>(checked: &Checked, device: Device<'a>) -> Option<Device<'a>> {
-    device
-        .self_and_ancestors()
-        .skip(1)
-        .find(|a| is_wanted_usb_device(checked, *a))
+    device.self_and_ancestors().skip(1).find(|a| is_wanted_usb_device(checked, *a))
 }
 
 pub struct UsbId;
@@ -306,9 +263,7 @@ impl Handler for UsbId {
             return false;
         };
         is_wanted_usb_device(&checked, device)
-            || (checked.include_children
-                && device.devnode().is_some()
-                && wanted_ancestor(&checked, device).is_some())
+            || (checked.include_children && device.devnode().is_some() && wanted_ancestor(&checked, device).is_some())
     }
 
     fn group(config: &Config, selected: &[Device<'_>]) -> Result<Vec<DeviceGroup>, HandlerError> {
@@ -327,11 +282,7 @@ impl Handler for UsbId {
                     continue;
                 }
                 if let Some(root) = wanted_ancestor(&checked, device) {
-                    owned
-                        .entry(root.index())
-                        .or_insert((root, Vec::new()))
-                        .1
-                        .push(device);
+                    owned.entry(root.index()).or_insert((root, Vec::new())).1.push(device);
                 }
             }
         }
@@ -342,10 +293,8 @@ impl Handler for UsbId {
                 continue;
             };
             let mut members = vec![root.index()];
-            let mut child_nodes: Vec<(&str, u32)> = children
-                .iter()
-                .filter_map(|c| c.devnode().map(|n| (n, c.index())))
-                .collect();
+            let mut child_nodes: Vec<(&str, u32)> =
+                children.iter().filter_map(|c| c.devnode().map(|n| (n, c.index()))).collect();
             child_nodes.sort();
             child_nodes.dedup_by(|a, b| a.0 == b.0);
             let mut paths = vec![devnode];
@@ -364,16 +313,8 @@ impl Handler for UsbId {
                 })
                 .collect();
 
-            let vendor = root
-                .attribute("idVendor")
-                .map(str::trim)
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            let product = root
-                .attribute("idProduct")
-                .map(str::trim)
-                .unwrap_or_default()
-                .to_ascii_lowercase();
+            let vendor = root.attribute("idVendor").map(str::trim).unwrap_or_default().to_ascii_lowercase();
+            let product = root.attribute("idProduct").map(str::trim).unwrap_or_default().to_ascii_lowercase();
             let mut env = vec![
                 ("USB_BUSID".to_string(), root.kernel().to_string()),
                 ("USB_DEVNODE".to_string(), devnode.to_string()),
@@ -392,14 +333,7 @@ impl Handler for UsbId {
                 Some(serial) => format!("{vendor}:{product}:{serial}"),
                 None => root.devpath().to_string(),
             };
-            let group = DeviceGroup {
-                id,
-                members,
-                device_nodes,
-                mounts: Vec::new(),
-                env,
-                share: checked.share,
-            };
+            let group = DeviceGroup { id, members, device_nodes, mounts: Vec::new(), env, share: checked.share };
             groups.push((group, root.devpath()));
         }
 

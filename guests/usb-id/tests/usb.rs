@@ -14,9 +14,7 @@ struct N {
 }
 
 fn plain(devpath: &str, subsystem: &str) -> N {
-    N {
-        node: udev_node(devpath, subsystem),
-    }
+    N { node: udev_node(devpath, subsystem) }
 }
 
 fn usb_device(devpath: &str, vid: &str, pid: &str, serial: Option<&str>, bus: u32, dev: u32) -> N {
@@ -55,11 +53,7 @@ fn with_node(devpath: &str, subsystem: &str, devnode: &str) -> N {
 fn tree(nodes: Vec<N>) -> Vec<Node> {
     let mut nodes: Vec<Node> = nodes.into_iter().map(|n| n.node).collect();
     nodes.sort_by(|a, b| {
-        b.devpath
-            .matches('/')
-            .count()
-            .cmp(&a.devpath.matches('/').count())
-            .then(a.devpath.cmp(&b.devpath))
+        b.devpath.matches('/').count().cmp(&a.devpath.matches('/').count()).then(a.devpath.cmp(&b.devpath))
     });
     let paths: Vec<String> = nodes.iter().map(|n| n.devpath.clone()).collect();
     for (i, node) in nodes.iter_mut().enumerate() {
@@ -81,22 +75,8 @@ fn base() -> Vec<N> {
     vec![
         plain("/devices/pci0000:00", ""),
         plain(PCI, "pci"),
-        usb_device(
-            &format!("{PCI}/usb3"),
-            "1d6b",
-            "0003",
-            Some("0000:00:14.0"),
-            3,
-            1,
-        ),
-        usb_device(
-            &format!("{PCI}/usb1"),
-            "1d6b",
-            "0002",
-            Some("0000:00:14.0"),
-            1,
-            1,
-        ),
+        usb_device(&format!("{PCI}/usb3"), "1d6b", "0003", Some("0000:00:14.0"), 3, 1),
+        usb_device(&format!("{PCI}/usb1"), "1d6b", "0002", Some("0000:00:14.0"), 1, 1),
     ]
 }
 
@@ -108,11 +88,7 @@ fn ch340(port: &str, dev: u32, tty: &str) -> Vec<N> {
         usb_device(&d, "1a86", "7523", None, 3, dev),
         interface(&format!("{d}/{port}:1.0")),
         plain(&format!("{d}/{port}:1.0/{tty}"), "usb-serial"),
-        with_node(
-            &format!("{d}/{port}:1.0/{tty}/tty/{tty}"),
-            "tty",
-            &format!("/dev/{tty}"),
-        ),
+        with_node(&format!("{d}/{port}:1.0/{tty}/tty/{tty}"), "tty", &format!("/dev/{tty}")),
     ]
 }
 
@@ -122,11 +98,7 @@ fn printer(port: &str, dev: u32, serial: &str, tty: &str) -> Vec<N> {
     vec![
         usb_device(&d, "2c99", "0002", Some(serial), 1, dev),
         interface(&format!("{d}/{port}:1.0")),
-        with_node(
-            &format!("{d}/{port}:1.0/tty/{tty}"),
-            "tty",
-            &format!("/dev/{tty}"),
-        ),
+        with_node(&format!("{d}/{port}:1.0/tty/{tty}"), "tty", &format!("/dev/{tty}")),
         interface(&format!("{d}/{port}:1.1")),
     ]
 }
@@ -135,21 +107,10 @@ fn printer(port: &str, dev: u32, serial: &str, tty: &str) -> Vec<N> {
 fn zigbee() -> Vec<N> {
     let d = format!("{PCI}/usb1/1-3");
     vec![
-        usb_device(
-            &d,
-            "10c4",
-            "ea60",
-            Some("c8d6f3a1e2b4ed11a0c4e1b2c3d4e5f6"),
-            1,
-            7,
-        ),
+        usb_device(&d, "10c4", "ea60", Some("c8d6f3a1e2b4ed11a0c4e1b2c3d4e5f6"), 1, 7),
         interface(&format!("{d}/1-3:1.0")),
         plain(&format!("{d}/1-3:1.0/ttyUSB1"), "usb-serial"),
-        with_node(
-            &format!("{d}/1-3:1.0/ttyUSB1/tty/ttyUSB1"),
-            "tty",
-            "/dev/ttyUSB1",
-        ),
+        with_node(&format!("{d}/1-3:1.0/ttyUSB1/tty/ttyUSB1"), "tty", "/dev/ttyUSB1"),
     ]
 }
 
@@ -159,29 +120,13 @@ fn webcam() -> Vec<N> {
     vec![
         usb_device(&d, "046d", "082d", Some("A1B2C3D4"), 1, 5),
         interface(&format!("{d}/1-4:1.0")),
-        with_node(
-            &format!("{d}/1-4:1.0/video4linux/video0"),
-            "video4linux",
-            "/dev/video0",
-        ),
-        with_node(
-            &format!("{d}/1-4:1.0/video4linux/video1"),
-            "video4linux",
-            "/dev/video1",
-        ),
+        with_node(&format!("{d}/1-4:1.0/video4linux/video0"), "video4linux", "/dev/video0"),
+        with_node(&format!("{d}/1-4:1.0/video4linux/video1"), "video4linux", "/dev/video1"),
         interface(&format!("{d}/1-4:1.1")),
         interface(&format!("{d}/1-4:1.2")),
         plain(&format!("{d}/1-4:1.2/sound/card1"), "sound"),
-        with_node(
-            &format!("{d}/1-4:1.2/sound/card1/pcmC1D0c"),
-            "sound",
-            "/dev/snd/pcmC1D0c",
-        ),
-        with_node(
-            &format!("{d}/1-4:1.2/sound/card1/controlC1"),
-            "sound",
-            "/dev/snd/controlC1",
-        ),
+        with_node(&format!("{d}/1-4:1.2/sound/card1/pcmC1D0c"), "sound", "/dev/snd/pcmC1D0c"),
+        with_node(&format!("{d}/1-4:1.2/sound/card1/controlC1"), "sound", "/dev/snd/controlC1"),
     ]
 }
 
@@ -221,19 +166,12 @@ fn run(config: Value, nodes: Vec<Node>) -> Run {
         .map(|(i, _)| i as u32)
         .collect();
     let snapshot = Snapshot::from_parts(nodes.clone(), candidates).unwrap();
-    let chosen: Vec<u32> = snapshot
-        .candidates()
-        .filter(|d| UsbId::select(&config, *d))
-        .map(|d| d.index())
-        .collect();
+    let chosen: Vec<u32> = snapshot.candidates().filter(|d| UsbId::select(&config, *d)).map(|d| d.index()).collect();
     let snapshot = Snapshot::from_parts(nodes, chosen.clone()).unwrap();
     let selected: Vec<Device<'_>> = snapshot.candidates().collect();
     let groups = UsbId::group(&config, &selected).expect("group succeeds");
     let name = |i: u32| snapshot.nodes()[i as usize].devpath.clone();
-    let permissions = groups
-        .iter()
-        .flat_map(|g| g.device_nodes.iter().map(|n| n.permissions.clone()))
-        .collect();
+    let permissions = groups.iter().flat_map(|g| g.device_nodes.iter().map(|n| n.permissions.clone())).collect();
     let groups = groups
         .into_iter()
         .map(|g| {
@@ -248,12 +186,7 @@ fn run(config: Value, nodes: Vec<Node>) -> Run {
             }
         })
         .collect();
-    Run {
-        needs,
-        selected: chosen.into_iter().map(name).collect(),
-        groups,
-        permissions,
-    }
+    Run { needs, selected: chosen.into_iter().map(name).collect(), groups, permissions }
 }
 
 fn error(config: Value) -> HandlerError {
@@ -264,10 +197,7 @@ fn error(config: Value) -> HandlerError {
 }
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn ids(run: &Run) -> Vec<&str> {
@@ -278,20 +208,9 @@ fn ids(run: &Run) -> Vec<&str> {
 
 #[test]
 fn needs_usb_only_without_children() {
-    let run = run(
-        json!({"usb": [{"vendor": "1a86", "product": "7523"}]}),
-        all(vec![base()]),
-    );
+    let run = run(json!({"usb": [{"vendor": "1a86", "product": "7523"}]}), all(vec![base()]));
     assert_eq!(run.needs.subsystems, ["usb"]);
-    for a in [
-        "idVendor",
-        "idProduct",
-        "serial",
-        "busnum",
-        "devnum",
-        "product",
-        "manufacturer",
-    ] {
+    for a in ["idVendor", "idProduct", "serial", "busnum", "devnum", "product", "manufacturer"] {
         assert!(run.needs.attributes.iter().any(|x| x == a), "{a}");
     }
     assert!(!run.needs.all_udev && run.needs.paths.is_empty());
@@ -299,14 +218,8 @@ fn needs_usb_only_without_children() {
 
 #[test]
 fn needs_child_subsystems_with_children() {
-    let run = run(
-        json!({"usb": [{"vendor": "1a86", "product": "7523"}], "includeChildren": true}),
-        all(vec![base()]),
-    );
-    assert_eq!(
-        run.needs.subsystems,
-        ["usb", "tty", "video4linux", "sound", "hidraw", "usbmisc"]
-    );
+    let run = run(json!({"usb": [{"vendor": "1a86", "product": "7523"}], "includeChildren": true}), all(vec![base()]));
+    assert_eq!(run.needs.subsystems, ["usb", "tty", "video4linux", "sound", "hidraw", "usbmisc"]);
 }
 
 // ---- generic-device-plugin dialect ----
@@ -314,10 +227,8 @@ fn needs_child_subsystems_with_children() {
 #[test]
 fn ch340_gdp_example() {
     // {"name": "ch340", "groups": [{"usb": [{"vendor": "1a86", "product": "7523"}]}]}
-    let run = run(
-        json!({"usb": [{"vendor": "1a86", "product": "7523"}]}),
-        all(vec![base(), ch340("3-3", 4, "ttyUSB0")]),
-    );
+    let run =
+        run(json!({"usb": [{"vendor": "1a86", "product": "7523"}]}), all(vec![base(), ch340("3-3", 4, "ttyUSB0")]));
     let d = format!("{PCI}/usb3/3-3");
     assert_eq!(run.selected, std::slice::from_ref(&d));
     assert_eq!(
@@ -344,11 +255,7 @@ fn ch340_with_children_gets_its_tty_but_not_its_interface() {
     let run = run(config, all(vec![base(), ch340("3-3", 4, "ttyUSB0")]));
     let d = format!("{PCI}/usb3/3-3");
     let tty = format!("{d}/3-3:1.0/ttyUSB0/tty/ttyUSB0");
-    assert_eq!(
-        run.selected,
-        [tty.clone(), d.clone()],
-        "the interface has no devnode, the root hub does not match"
-    );
+    assert_eq!(run.selected, [tty.clone(), d.clone()], "the interface has no devnode, the root hub does not match");
     assert_eq!(
         run.groups,
         vec![G {
@@ -370,43 +277,19 @@ fn ch340_with_children_gets_its_tty_but_not_its_interface() {
 #[test]
 fn two_ch340s_are_two_groups_named_by_devpath() {
     let config = json!({"usb": [{"vendor": "1a86", "product": "7523"}], "includeChildren": true, "count": 2});
-    let run = run(
-        config,
-        all(vec![
-            base(),
-            ch340("3-3.4.1", 9, "ttyUSB3"),
-            ch340("3-2", 3, "ttyUSB0"),
-        ]),
-    );
-    assert_eq!(
-        ids(&run),
-        [format!("{PCI}/usb3/3-2"), format!("{PCI}/usb3/3-3.4.1")]
-    );
-    assert_eq!(
-        run.groups[0].nodes,
-        ["/dev/bus/usb/003/003", "/dev/ttyUSB0"]
-    );
-    assert_eq!(
-        run.groups[1].nodes,
-        ["/dev/bus/usb/003/009", "/dev/ttyUSB3"]
-    );
-    assert!(
-        run.groups[1]
-            .env
-            .contains(&("USB_BUSID".into(), "3-3.4.1".into()))
-    );
+    let run = run(config, all(vec![base(), ch340("3-3.4.1", 9, "ttyUSB3"), ch340("3-2", 3, "ttyUSB0")]));
+    assert_eq!(ids(&run), [format!("{PCI}/usb3/3-2"), format!("{PCI}/usb3/3-3.4.1")]);
+    assert_eq!(run.groups[0].nodes, ["/dev/bus/usb/003/003", "/dev/ttyUSB0"]);
+    assert_eq!(run.groups[1].nodes, ["/dev/bus/usb/003/009", "/dev/ttyUSB3"]);
+    assert!(run.groups[1].env.contains(&("USB_BUSID".into(), "3-3.4.1".into())));
     assert!(run.groups.iter().all(|g| g.share == 2));
 }
 
 #[test]
 fn hex_ids_with_or_without_0x_in_any_case() {
-    for (vendor, product) in [
-        ("1a86", "7523"),
-        ("0x1a86", "0x7523"),
-        ("1A86", "7523"),
-        ("0X1A86", "0x7523"),
-        (" 1a86", "7523 "),
-    ] {
+    for (vendor, product) in
+        [("1a86", "7523"), ("0x1a86", "0x7523"), ("1A86", "7523"), ("0X1A86", "0x7523"), (" 1a86", "7523 ")]
+    {
         let run = run(
             json!({"usb": [{"vendor": vendor, "product": product}]}),
             all(vec![base(), ch340("3-3", 4, "ttyUSB0")]),
@@ -418,36 +301,22 @@ fn hex_ids_with_or_without_0x_in_any_case() {
 #[test]
 fn short_hex_ids_are_zero_extended() {
     // The root hub's product is 0003.
-    let run = run(
-        json!({"usb": [{"vendor": "1d6b", "product": "3"}]}),
-        all(vec![base()]),
-    );
+    let run = run(json!({"usb": [{"vendor": "1d6b", "product": "3"}]}), all(vec![base()]));
     assert_eq!(ids(&run), ["1d6b:0003:0000:00:14.0"]);
 }
 
 #[test]
 fn other_ids_do_not_match() {
-    let run = run(
-        json!({"usb": [{"vendor": "1a86", "product": "7522"}]}),
-        all(vec![base(), ch340("3-3", 4, "ttyUSB0")]),
-    );
+    let run =
+        run(json!({"usb": [{"vendor": "1a86", "product": "7522"}]}), all(vec![base(), ch340("3-3", 4, "ttyUSB0")]));
     assert!(run.selected.is_empty() && run.groups.is_empty());
 }
 
 #[test]
 fn several_usb_specs_match_any() {
     let config = json!({"usb": [{"vendor": "1a86", "product": "7523"}, {"vendor": "10c4", "product": "ea60"}]});
-    let run = run(
-        config,
-        all(vec![base(), ch340("3-3", 4, "ttyUSB0"), zigbee(), webcam()]),
-    );
-    assert_eq!(
-        ids(&run),
-        [
-            format!("{PCI}/usb3/3-3").as_str(),
-            "10c4:ea60:c8d6f3a1e2b4ed11a0c4e1b2c3d4e5f6"
-        ]
-    );
+    let run = run(config, all(vec![base(), ch340("3-3", 4, "ttyUSB0"), zigbee(), webcam()]));
+    assert_eq!(ids(&run), [format!("{PCI}/usb3/3-3").as_str(), "10c4:ea60:c8d6f3a1e2b4ed11a0c4e1b2c3d4e5f6"]);
 }
 
 #[test]
@@ -488,68 +357,36 @@ fn printers_without_serial_filter_are_one_group_each_named_by_serial() {
         printer("1-2", 3, "CZPX9999X004XK99999", "ttyACM1"),
     ]);
     let run = run(config, nodes);
-    assert_eq!(
-        ids(&run),
-        [
-            "2c99:0002:CZPX1234X004XK12345",
-            "2c99:0002:CZPX9999X004XK99999"
-        ]
-    );
-    assert_eq!(
-        run.groups[1].nodes,
-        ["/dev/bus/usb/001/003", "/dev/ttyACM1"]
-    );
+    assert_eq!(ids(&run), ["2c99:0002:CZPX1234X004XK12345", "2c99:0002:CZPX9999X004XK99999"]);
+    assert_eq!(run.groups[1].nodes, ["/dev/bus/usb/001/003", "/dev/ttyACM1"]);
 }
 
 #[test]
 fn duplicate_serials_fall_back_to_devpaths() {
     let config = json!({"usb": [{"vendor": "2c99", "product": "0002"}]});
-    let nodes = all(vec![
-        base(),
-        printer("1-1", 2, "0001", "ttyACM0"),
-        printer("1-2", 3, "0001", "ttyACM1"),
-    ]);
+    let nodes = all(vec![base(), printer("1-1", 2, "0001", "ttyACM0"), printer("1-2", 3, "0001", "ttyACM1")]);
     let run = run(config, nodes);
-    assert_eq!(
-        ids(&run),
-        [format!("{PCI}/usb1/1-1"), format!("{PCI}/usb1/1-2")]
-    );
+    assert_eq!(ids(&run), [format!("{PCI}/usb1/1-1"), format!("{PCI}/usb1/1-2")]);
 }
 
 #[test]
 fn serial_must_match_exactly() {
-    let config =
-        json!({"usb": [{"vendor": "2c99", "product": "0002", "serial": "czpx1234x004xk12345"}]});
-    let run = run(
-        config,
-        all(vec![
-            base(),
-            printer("1-1", 2, "CZPX1234X004XK12345", "ttyACM0"),
-        ]),
-    );
+    let config = json!({"usb": [{"vendor": "2c99", "product": "0002", "serial": "czpx1234x004xk12345"}]});
+    let run = run(config, all(vec![base(), printer("1-1", 2, "CZPX1234X004XK12345", "ttyACM0")]));
     assert!(run.groups.is_empty());
 }
 
 #[test]
 fn webcam_brings_video_and_sound_nodes() {
     let config = json!({"usb": [{"vendor": "046d", "product": "082d"}], "includeChildren": true, "permissions": "rw"});
-    let run = run(
-        config,
-        all(vec![base(), webcam(), ch340("3-3", 4, "ttyUSB0")]),
-    );
+    let run = run(config, all(vec![base(), webcam(), ch340("3-3", 4, "ttyUSB0")]));
     let d = format!("{PCI}/usb1/1-4");
     assert_eq!(run.groups.len(), 1);
     let group = &run.groups[0];
     assert_eq!(group.id, "046d:082d:A1B2C3D4");
     assert_eq!(
         group.nodes,
-        [
-            "/dev/bus/usb/001/005",
-            "/dev/snd/controlC1",
-            "/dev/snd/pcmC1D0c",
-            "/dev/video0",
-            "/dev/video1"
-        ]
+        ["/dev/bus/usb/001/005", "/dev/snd/controlC1", "/dev/snd/pcmC1D0c", "/dev/video0", "/dev/video1"]
     );
     assert_eq!(
         group.members,
@@ -565,26 +402,15 @@ fn webcam_brings_video_and_sound_nodes() {
         "USB_CHILD_DEVNODES".into(),
         "/dev/snd/controlC1 /dev/snd/pcmC1D0c /dev/video0 /dev/video1".into()
     )));
-    assert!(
-        !run.selected.contains(&format!("{d}/1-4:1.2/sound/card1")),
-        "a card without a devnode is not selected"
-    );
+    assert!(!run.selected.contains(&format!("{d}/1-4:1.2/sound/card1")), "a card without a devnode is not selected");
     assert!(run.permissions.iter().all(|p| p == "rw"));
 }
 
 #[test]
 fn webcam_without_children_is_just_the_usb_node() {
-    let run = run(
-        json!({"usb": [{"vendor": "046d", "product": "082d"}]}),
-        all(vec![base(), webcam()]),
-    );
+    let run = run(json!({"usb": [{"vendor": "046d", "product": "082d"}]}), all(vec![base(), webcam()]));
     assert_eq!(run.groups[0].nodes, ["/dev/bus/usb/001/005"]);
-    assert!(
-        !run.groups[0]
-            .env
-            .iter()
-            .any(|(k, _)| k == "USB_CHILD_DEVNODES")
-    );
+    assert!(!run.groups[0].env.iter().any(|(k, _)| k == "USB_CHILD_DEVNODES"));
 }
 
 #[test]
@@ -595,10 +421,7 @@ fn a_matching_device_without_devnode_gets_no_group() {
             n.devnode = None;
         }
     }
-    let run = run(
-        json!({"usb": [{"vendor": "1a86", "product": "7523"}], "includeChildren": true}),
-        nodes,
-    );
+    let run = run(json!({"usb": [{"vendor": "1a86", "product": "7523"}], "includeChildren": true}), nodes);
     assert!(run.groups.is_empty());
 }
 
@@ -606,33 +429,19 @@ fn a_matching_device_without_devnode_gets_no_group() {
 fn a_device_under_a_matching_hub_belongs_to_the_nearest_match() {
     // A hub 1a40:0101 with a CH340 below it; both are asked for.
     let hub = format!("{PCI}/usb3/3-3");
-    let mut parts = vec![
-        usb_device(&hub, "1a40", "0101", None, 3, 2),
-        interface(&format!("{hub}/3-3:1.0")),
-    ];
+    let mut parts = vec![usb_device(&hub, "1a40", "0101", None, 3, 2), interface(&format!("{hub}/3-3:1.0"))];
     let d = format!("{hub}/3-3.1");
     parts.extend(vec![
         usb_device(&d, "1a86", "7523", None, 3, 5),
         interface(&format!("{d}/3-3.1:1.0")),
         plain(&format!("{d}/3-3.1:1.0/ttyUSB0"), "usb-serial"),
-        with_node(
-            &format!("{d}/3-3.1:1.0/ttyUSB0/tty/ttyUSB0"),
-            "tty",
-            "/dev/ttyUSB0",
-        ),
+        with_node(&format!("{d}/3-3.1:1.0/ttyUSB0/tty/ttyUSB0"), "tty", "/dev/ttyUSB0"),
     ]);
     let config = json!({"usb": [{"vendor": "1a86", "product": "7523"}, {"vendor": "1a40", "product": "0101"}], "includeChildren": true});
     let run = run(config, all(vec![base(), parts]));
     assert_eq!(ids(&run), [hub.clone(), d.clone()]);
-    assert_eq!(
-        run.groups[0].nodes,
-        ["/dev/bus/usb/003/002"],
-        "the hub holds only its own node"
-    );
-    assert_eq!(
-        run.groups[1].nodes,
-        ["/dev/bus/usb/003/005", "/dev/ttyUSB0"]
-    );
+    assert_eq!(run.groups[0].nodes, ["/dev/bus/usb/003/002"], "the hub holds only its own node");
+    assert_eq!(run.groups[1].nodes, ["/dev/bus/usb/003/005", "/dev/ttyUSB0"]);
 }
 
 // ---- usbip-device-plugin dialect ----
@@ -640,55 +449,29 @@ fn a_device_under_a_matching_hub_belongs_to_the_nearest_match() {
 #[test]
 fn zigbee_selector_with_yaml_hex_numbers() {
     // selector: {vendor: 0x10c4, product: 0xea60} arrives as numbers.
-    let config =
-        json!({"selector": {"vendor": 0x10c4, "product": 0xea60}, "includeChildren": true});
-    let run = run(
-        config,
-        all(vec![base(), zigbee(), ch340("3-3", 4, "ttyUSB0")]),
-    );
+    let config = json!({"selector": {"vendor": 0x10c4, "product": 0xea60}, "includeChildren": true});
+    let run = run(config, all(vec![base(), zigbee(), ch340("3-3", 4, "ttyUSB0")]));
     assert_eq!(ids(&run), ["10c4:ea60:c8d6f3a1e2b4ed11a0c4e1b2c3d4e5f6"]);
-    assert_eq!(
-        run.groups[0].nodes,
-        ["/dev/bus/usb/001/007", "/dev/ttyUSB1"]
-    );
+    assert_eq!(run.groups[0].nodes, ["/dev/bus/usb/001/007", "/dev/ttyUSB1"]);
 }
 
 #[test]
 fn yubikey_selector_as_in_the_usbip_readme() {
-    let yubikey = || {
-        vec![usb_device(
-            &format!("{PCI}/usb1/1-6"),
-            "1050",
-            "0407",
-            None,
-            1,
-            9,
-        )]
-    };
+    let yubikey = || vec![usb_device(&format!("{PCI}/usb1/1-6"), "1050", "0407", None, 1, 9)];
     // YAML `vendor: 0x1050` is 4176.
-    let run1 = run(
-        json!({"selector": {"vendor": 4176, "product": 1031}}),
-        all(vec![base(), yubikey()]),
-    );
+    let run1 = run(json!({"selector": {"vendor": 4176, "product": 1031}}), all(vec![base(), yubikey()]));
     assert_eq!(ids(&run1), [format!("{PCI}/usb1/1-6")]);
     // A string is hex text in this dialect too.
-    let run2 = run(
-        json!({"selector": {"vendor": "1050", "product": "0x0407"}}),
-        all(vec![base(), yubikey()]),
-    );
+    let run2 = run(json!({"selector": {"vendor": "1050", "product": "0x0407"}}), all(vec![base(), yubikey()]));
     assert_eq!(ids(&run2), ids(&run1));
     // And the decimal number 1050 is 0x041a: no match.
-    let run3 = run(
-        json!({"selector": {"vendor": 1050, "product": 1031}}),
-        all(vec![base(), yubikey()]),
-    );
+    let run3 = run(json!({"selector": {"vendor": 1050, "product": 1031}}), all(vec![base(), yubikey()]));
     assert!(run3.groups.is_empty());
 }
 
 #[test]
 fn selector_with_serial() {
-    let config =
-        json!({"selector": {"vendor": 0x2c99, "product": 2, "serial": "CZPX9999X004XK99999"}});
+    let config = json!({"selector": {"vendor": 0x2c99, "product": 2, "serial": "CZPX9999X004XK99999"}});
     let nodes = all(vec![
         base(),
         printer("1-1", 2, "CZPX1234X004XK12345", "ttyACM0"),
@@ -702,11 +485,7 @@ fn selector_with_serial() {
 fn assert_field(config: Value, field: Option<&str>, says: &str) {
     let e = error(config);
     assert_eq!(e.field.as_deref(), field, "{}", e.message);
-    assert!(
-        e.message.contains(says),
-        "message `{}` should mention `{says}`",
-        e.message
-    );
+    assert!(e.message.contains(says), "message `{}` should mention `{says}`", e.message);
 }
 
 #[test]
@@ -715,11 +494,7 @@ fn decimal_number_under_usb_asks_to_quote() {
     assert_eq!(e.field.as_deref(), Some("usb[0].vendor"));
     assert!(e.message.contains("Quote it"), "{}", e.message);
     assert!(e.message.contains("\"1209\""), "{}", e.message);
-    assert!(
-        e.message.contains("\"04b9\""),
-        "1209 is 0x04b9: {}",
-        e.message
-    );
+    assert!(e.message.contains("\"04b9\""), "1209 is 0x04b9: {}", e.message);
     // YAML's 0x1a86 became 6790: the hint names the hex the user wrote.
     let e = error(json!({"usb": [{"vendor": "1a86", "product": 0x7523}]}));
     assert_eq!(e.field.as_deref(), Some("usb[0].product"));
@@ -739,50 +514,18 @@ fn both_or_neither_dialect() {
 
 #[test]
 fn ids_must_fit_16_bits() {
-    assert_field(
-        json!({"selector": {"vendor": 65536, "product": 1}}),
-        Some("selector.vendor"),
-        "16-bit",
-    );
-    assert_field(
-        json!({"selector": {"vendor": -1, "product": 1}}),
-        Some("selector.vendor"),
-        "16-bit",
-    );
-    assert_field(
-        json!({"usb": [{"vendor": "1a860", "product": "1"}]}),
-        Some("usb[0].vendor"),
-        "16-bit",
-    );
-    assert_field(
-        json!({"selector": {"vendor": "0x10000", "product": 1}}),
-        Some("selector.vendor"),
-        "16-bit",
-    );
+    assert_field(json!({"selector": {"vendor": 65536, "product": 1}}), Some("selector.vendor"), "16-bit");
+    assert_field(json!({"selector": {"vendor": -1, "product": 1}}), Some("selector.vendor"), "16-bit");
+    assert_field(json!({"usb": [{"vendor": "1a860", "product": "1"}]}), Some("usb[0].vendor"), "16-bit");
+    assert_field(json!({"selector": {"vendor": "0x10000", "product": 1}}), Some("selector.vendor"), "16-bit");
 }
 
 #[test]
 fn malformed_hex() {
-    assert_field(
-        json!({"usb": [{"vendor": "1a86", "product": "75g3"}]}),
-        Some("usb[0].product"),
-        "hex",
-    );
-    assert_field(
-        json!({"usb": [{"vendor": "0x", "product": "7523"}]}),
-        Some("usb[0].vendor"),
-        "hex",
-    );
-    assert_field(
-        json!({"usb": [{"vendor": "", "product": "7523"}]}),
-        Some("usb[0].vendor"),
-        "hex",
-    );
-    assert_field(
-        json!({"selector": {"vendor": 1.5, "product": 1}}),
-        Some("selector.vendor"),
-        "not a USB id",
-    );
+    assert_field(json!({"usb": [{"vendor": "1a86", "product": "75g3"}]}), Some("usb[0].product"), "hex");
+    assert_field(json!({"usb": [{"vendor": "0x", "product": "7523"}]}), Some("usb[0].vendor"), "hex");
+    assert_field(json!({"usb": [{"vendor": "", "product": "7523"}]}), Some("usb[0].vendor"), "hex");
+    assert_field(json!({"selector": {"vendor": 1.5, "product": 1}}), Some("selector.vendor"), "not a USB id");
 }
 
 #[test]
@@ -803,11 +546,7 @@ fn missing_product() {
 
 #[test]
 fn count_and_permissions() {
-    assert_field(
-        json!({"usb": [{"vendor": "1a86", "product": "7523"}], "count": 0}),
-        Some("count"),
-        "at least 1",
-    );
+    assert_field(json!({"usb": [{"vendor": "1a86", "product": "7523"}], "count": 0}), Some("count"), "at least 1");
     assert_field(
         json!({"usb": [{"vendor": "1a86", "product": "7523"}], "permissions": "rwx"}),
         Some("permissions"),
@@ -817,8 +556,7 @@ fn count_and_permissions() {
 
 #[test]
 fn unknown_fields_are_refused() {
-    let e =
-        error(json!({"usb": [{"vendor": "1a86", "product": "7523"}], "include_children": true}));
+    let e = error(json!({"usb": [{"vendor": "1a86", "product": "7523"}], "include_children": true}));
     assert!(e.message.contains("include_children"), "{}", e.message);
     let e = error(json!({"selector": {"vendor": 1, "product": 2, "busid": "1-1"}}));
     assert_eq!(e.field.as_deref(), Some("selector.busid"), "{}", e.message);
@@ -837,30 +575,15 @@ fn select_and_group_refuse_nothing_silently() {
 fn group_output_does_not_depend_on_selection_order() {
     let config = parse(&json!({"usb": [{"vendor": "046d", "product": "082d"}, {"vendor": "1a86", "product": "7523"}], "includeChildren": true})).unwrap();
     let nodes = all(vec![base(), webcam(), ch340("3-3", 4, "ttyUSB0")]);
-    let everything =
-        Snapshot::from_parts(nodes.clone(), (0..nodes.len() as u32).collect()).unwrap();
-    let chosen: Vec<u32> = everything
-        .candidates()
-        .filter(|d| UsbId::select(&config, *d))
-        .map(|d| d.index())
-        .collect();
+    let everything = Snapshot::from_parts(nodes.clone(), (0..nodes.len() as u32).collect()).unwrap();
+    let chosen: Vec<u32> = everything.candidates().filter(|d| UsbId::select(&config, *d)).map(|d| d.index()).collect();
     let summary = |order: Vec<u32>| {
         let snapshot = Snapshot::from_parts(nodes.clone(), order).unwrap();
         let selected: Vec<Device<'_>> = snapshot.candidates().collect();
         UsbId::group(&config, &selected)
             .unwrap()
             .into_iter()
-            .map(|g| {
-                (
-                    g.id,
-                    g.members,
-                    g.device_nodes
-                        .into_iter()
-                        .map(|n| n.host_path)
-                        .collect::<Vec<_>>(),
-                    g.env,
-                )
-            })
+            .map(|g| (g.id, g.members, g.device_nodes.into_iter().map(|n| n.host_path).collect::<Vec<_>>(), g.env))
             .collect::<Vec<_>>()
     };
     let forward = summary(chosen.clone());
@@ -869,12 +592,6 @@ fn group_output_does_not_depend_on_selection_order() {
     assert_eq!(forward, backward);
     assert_eq!(
         forward[1].2,
-        [
-            "/dev/bus/usb/001/005",
-            "/dev/snd/controlC1",
-            "/dev/snd/pcmC1D0c",
-            "/dev/video0",
-            "/dev/video1"
-        ]
+        ["/dev/bus/usb/001/005", "/dev/snd/controlC1", "/dev/snd/pcmC1D0c", "/dev/video0", "/dev/video1"]
     );
 }

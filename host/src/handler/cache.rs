@@ -84,12 +84,7 @@ impl ArtifactCache {
     fn write_atomically(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
         let bytes = component.serialize()?;
         let temp = path.with_extension(format!("tmp{}", std::process::id()));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)?;
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
         file.write_all(&bytes)?;
         file.sync_all()?;
         std::fs::rename(&temp, path)?;

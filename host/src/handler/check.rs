@@ -35,10 +35,7 @@ pub fn groups(snapshot: &SnapshotView<'_>, groups: &[DeviceGroup], allowed_roots
         }
         for node in &group.device_nodes {
             if !granted_paths.contains(node.host_path.as_str()) {
-                return Err(at(format!(
-                    "device node {} is not the node of any device it was given",
-                    node.host_path
-                )));
+                return Err(at(format!("device node {} is not the node of any device it was given", node.host_path)));
             }
             if let Some(container_path) = &node.container_path {
                 container_path_ok(container_path).map_err(&at)?;
@@ -111,18 +108,18 @@ mod tests {
 
     fn snapshot() -> SnapshotView<'static> {
         let node = Box::leak(Box::new(Node {
-                origin: Origin::Udev,
-                devpath: "/devices/x/ttyUSB0".into(),
-                kernel: "ttyUSB0".into(),
-                subsystem: "tty".into(),
-                devtype: None,
-                driver: None,
-                devnode: Some("/dev/ttyUSB0".into()),
-                devlinks: vec!["/dev/serial/by-id/usb-1a86".into()],
-                properties: vec![],
-                attributes: vec![],
-                tags: vec![],
-                parent: None,
+            origin: Origin::Udev,
+            devpath: "/devices/x/ttyUSB0".into(),
+            kernel: "ttyUSB0".into(),
+            subsystem: "tty".into(),
+            devtype: None,
+            driver: None,
+            devnode: Some("/dev/ttyUSB0".into()),
+            devlinks: vec!["/dev/serial/by-id/usb-1a86".into()],
+            properties: vec![],
+            attributes: vec![],
+            tags: vec![],
+            parent: None,
         }));
         SnapshotView { nodes: vec![NodeView::new(node, None)], candidates: vec![0] }
     }
@@ -131,7 +128,11 @@ mod tests {
         DeviceGroup {
             id: "g".into(),
             members: vec![0],
-            device_nodes: vec![DeviceNode { host_path: host_path.into(), container_path: None, permissions: "rw".into() }],
+            device_nodes: vec![DeviceNode {
+                host_path: host_path.into(),
+                container_path: None,
+                permissions: "rw".into(),
+            }],
             mounts: vec![],
             env: vec![],
             share: 1,

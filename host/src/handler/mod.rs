@@ -25,11 +25,11 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use bindings::{
-    CONTRACT_VERSION, DISCOVERY_EXPORT_PREFIX, DeviceGroup, GuestError, HandlerInfo, HandlerPre,
-    Requirements, SnapshotView,
+    CONTRACT_VERSION, DISCOVERY_EXPORT_PREFIX, DeviceGroup, GuestError, HandlerInfo, HandlerPre, Requirements,
+    SnapshotView,
 };
-pub use cache::CacheError;
 use cache::ArtifactCache;
+pub use cache::CacheError;
 
 /// What a call may use.
 #[derive(Clone, Copy, Debug)]
@@ -186,8 +186,7 @@ impl Runtime {
                             .into(),
                     ));
                 }
-                let component =
-                    Component::new(&self.engine, bytes).map_err(|e| fail(format!("{e:#}")))?;
+                let component = Component::new(&self.engine, bytes).map_err(|e| fail(format!("{e:#}")))?;
                 tracing::debug!(handler = name, %digest, elapsed = ?started.elapsed(), "compiled the handler");
                 if let Some(cache) = &self.cache {
                     cache.store(digest_hex, &component);
@@ -196,8 +195,7 @@ impl Runtime {
             }
         };
         self.check_contract(name, &component)?;
-        let instance_pre =
-            self.linker.instantiate_pre(&component).map_err(|e| fail(format!("{e:#}")))?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| fail(format!("{e:#}")))?;
         let pre = HandlerPre::new(instance_pre).map_err(|e| fail(format!("{e:#}")))?;
         let interface = component.get_export_index(None, &format!("{DISCOVERY_EXPORT_PREFIX}{CONTRACT_VERSION}"));
         let export = |function: &str| {
@@ -257,10 +255,7 @@ impl Runtime {
     fn new_store(&self) -> (Store<Sandbox>, MemoryOutputPipe) {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let mut wasi = WasiCtx::builder();
-        wasi.stderr(stderr.clone())
-            .wall_clock(FrozenClock)
-            .monotonic_clock(FrozenClock)
-            .insecure_random_seed(0);
+        wasi.stderr(stderr.clone()).wall_clock(FrozenClock).monotonic_clock(FrozenClock).insecure_random_seed(0);
         let sandbox = Sandbox {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -405,7 +400,13 @@ impl LoadedHandler {
         }
     }
 
-    fn classify(&self, runtime: &Runtime, call: &'static str, error: wasmtime::Error, stderr: &MemoryOutputPipe) -> Error {
+    fn classify(
+        &self,
+        runtime: &Runtime,
+        call: &'static str,
+        error: wasmtime::Error,
+        stderr: &MemoryOutputPipe,
+    ) -> Error {
         let handler = self.name.clone();
         if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
             return Error::Timeout { handler, call, budget: runtime.limits.time_budget };

@@ -86,9 +86,7 @@ fn run(shared: Arc<(Mutex<Deadlines>, Condvar)>, engine: Engine) {
                     deadlines.pending.retain(|(at, _)| *at > now);
                     deadlines
                 } else {
-                    wake.wait_timeout(deadlines, deadline - now)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .0
+                    wake.wait_timeout(deadlines, deadline - now).unwrap_or_else(|poisoned| poisoned.into_inner()).0
                 }
             }
         };

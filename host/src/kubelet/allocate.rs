@@ -163,7 +163,11 @@ mod tests {
             members: vec![],
             device_nodes: nodes
                 .iter()
-                .map(|n| GrantedNode { host_path: n.to_string(), container_path: n.to_string(), permissions: "rw".into() })
+                .map(|n| GrantedNode {
+                    host_path: n.to_string(),
+                    container_path: n.to_string(),
+                    permissions: "rw".into(),
+                })
                 .collect(),
             mounts: vec![GrantedMount { host_path: "/dev/shm".into(), container_path: "/shm".into(), read_only: true }],
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),

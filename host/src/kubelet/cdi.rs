@@ -72,7 +72,11 @@ pub fn spec(resource: &str, list: &DeviceList) -> String {
                 device_nodes: group
                     .device_nodes
                     .iter()
-                    .map(|n| DeviceNode { path: &n.container_path, host_path: &n.host_path, permissions: &n.permissions })
+                    .map(|n| DeviceNode {
+                        path: &n.container_path,
+                        host_path: &n.host_path,
+                        permissions: &n.permissions,
+                    })
                     .collect(),
                 mounts: group
                     .mounts

@@ -124,7 +124,8 @@ impl Advertiser {
     pub fn check(&self) -> Result<(), KubeletError> {
         let dir = &self.options.plugin_dir;
         let fail = |reason: String| KubeletError::PluginDir { dir: dir.clone(), reason };
-        let meta = std::fs::metadata(dir).map_err(|e| fail(format!("{e} (is the kubelet's plugin directory mounted?)")))?;
+        let meta =
+            std::fs::metadata(dir).map_err(|e| fail(format!("{e} (is the kubelet's plugin directory mounted?)")))?;
         if !meta.is_dir() {
             return Err(fail("is not a directory".into()));
         }
@@ -316,9 +317,9 @@ impl Advertiser {
         let socket = self.next_socket(&spec.name);
         let stop = CancellationToken::new();
         let server = self.serve(spec, &socket, devices.clone(), stop.clone())?;
-        let cdi = spec.cdi.then(|| {
-            tokio::spawn(cdi::maintain(self.options.cdi_dir.clone(), spec.name.clone(), devices.clone()))
-        });
+        let cdi = spec
+            .cdi
+            .then(|| tokio::spawn(cdi::maintain(self.options.cdi_dir.clone(), spec.name.clone(), devices.clone())));
         self.status.send_modify(|s| {
             s.plugins.insert(spec.name.clone(), PluginStatus { socket: socket.clone(), registered: false });
         });
@@ -493,7 +494,9 @@ pub async fn dial(socket: &Path) -> Result<tonic::transport::Channel, tonic::tra
     tonic::transport::Endpoint::from_static("http://[::1]:0")
         .connect_with_connector(tower::service_fn(move |_| {
             let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
+            }
         }))
         .await
 }

@@ -175,7 +175,11 @@ async fn watch_loop(inner: &Inner, cm: &ConfigMapRef, tx: &watch::Sender<WatchIt
                 object.metadata.resource_version.unwrap_or_default()
             }
             Ok(Ok(None)) => {
-                publish(tx, &mut last, Err(format!("{reference}: ConfigMap {}/{} does not exist", cm.namespace, cm.name)));
+                publish(
+                    tx,
+                    &mut last,
+                    Err(format!("{reference}: ConfigMap {}/{} does not exist", cm.namespace, cm.name)),
+                );
                 String::new()
             }
             Ok(Err(error)) => {

@@ -79,9 +79,7 @@ pub type KubeClientFactory =
 
 /// The default factory: in-cluster service account, else `$KUBECONFIG` / `~/.kube/config`.
 pub fn default_kube_client() -> KubeClientFactory {
-    Arc::new(|| {
-        Box::pin(async { kube::Client::try_default().await.map_err(|e| error_chain(&e)) })
-    })
+    Arc::new(|| Box::pin(async { kube::Client::try_default().await.map_err(|e| error_chain(&e)) }))
 }
 
 /// The default cap on a handler component's size.
@@ -283,7 +281,8 @@ impl Loader {
                 handle.spawn(configmap::watch(self.inner.clone(), cm.clone(), tx));
             }
             Err(_) => {
-                let _ = tx.send(Err(format!("{reference}: cannot watch: Loader::watch was called outside a tokio runtime")));
+                let _ = tx
+                    .send(Err(format!("{reference}: cannot watch: Loader::watch was called outside a tokio runtime")));
             }
         }
         Some(rx)
@@ -441,9 +440,7 @@ mod tests {
         calls.store(0, Ordering::SeqCst);
         let result: Result<(), Failure> = runtime().block_on(with_retries(&options, "t", || {
             calls.fetch_add(1, Ordering::SeqCst);
-            async {
-                Err(Failure::Permanent(LoadError::NotFound { reference: "r".into(), detail: "gone".into() }))
-            }
+            async { Err(Failure::Permanent(LoadError::NotFound { reference: "r".into(), detail: "gone".into() })) }
         }));
         assert!(matches!(result, Err(Failure::Permanent(_))));
         assert_eq!(calls.load(Ordering::SeqCst), 1);

@@ -114,7 +114,9 @@ fn parse_docker_config(text: &str) -> Result<HashMap<String, (String, String)>, 
     let object = value.as_object().ok_or("must be a JSON object with `auths`")?;
     for helper in ["credsStore", "credHelpers"] {
         if object.contains_key(helper) {
-            tracing::warn!("registry credentials: `{helper}` is not supported (the agent runs no helper programs); use `auths`");
+            tracing::warn!(
+                "registry credentials: `{helper}` is not supported (the agent runs no helper programs); use `auths`"
+            );
         }
     }
     let auths = match object.get("auths") {
@@ -122,8 +124,7 @@ fn parse_docker_config(text: &str) -> Result<HashMap<String, (String, String)>, 
         None if object.values().all(|v| v.get("auth").is_some() || v.get("username").is_some()) => value.clone(),
         None => return Err("has no `auths` map".into()),
     };
-    let auths: HashMap<String, DockerAuth> =
-        serde_json::from_value(auths).map_err(|e| format!("`auths`: {e}"))?;
+    let auths: HashMap<String, DockerAuth> = serde_json::from_value(auths).map_err(|e| format!("`auths`: {e}"))?;
     let mut credentials = HashMap::new();
     for (registry, entry) in auths {
         let pair = match (&entry.username, &entry.password, &entry.auth) {
@@ -200,14 +201,14 @@ pub fn component_layer(manifest: &[u8]) -> Result<Descriptor, String> {
     }
     let types: Vec<&str> = manifest.layers.iter().map(|l| l.media_type.as_str()).collect();
     let [layer] = &manifest.layers[..] else {
-        return Err(format!("{} layers ({}); a handler artifact has exactly one, the component", types.len(), types.join(", ")));
+        return Err(format!(
+            "{} layers ({}); a handler artifact has exactly one, the component",
+            types.len(),
+            types.join(", ")
+        ));
     };
     if !WASM_LAYER_MEDIA_TYPES.contains(&layer.media_type.as_str()) {
-        return Err(format!(
-            "layer media type {}; expected {}",
-            layer.media_type,
-            WASM_LAYER_MEDIA_TYPES.join(" or ")
-        ));
+        return Err(format!("layer media type {}; expected {}", layer.media_type, WASM_LAYER_MEDIA_TYPES.join(" or ")));
     }
     if sha256_hex(&layer.digest).is_none() || layer.size < 0 {
         return Err(format!("the layer's digest {} is not a sha256 digest (or its size is negative)", layer.digest));
@@ -233,9 +234,11 @@ pub(super) async fn fetch(inner: &Inner, oci: &OciRef) -> Result<HandlerBytes, L
     match pull(inner, registry, oci, &whole).await {
         Ok(found) => Ok(found),
         Err(error @ (LoadError::Timeout { .. } | LoadError::Registry { .. })) if oci.digest.is_none() => {
-            let cached = inner.blobs.as_ref().and_then(|blobs| blobs.recall(&whole)).and_then(|digest| {
-                from_cache(inner, oci, &whole, &digest).map(|found| (digest, found))
-            });
+            let cached = inner
+                .blobs
+                .as_ref()
+                .and_then(|blobs| blobs.recall(&whole))
+                .and_then(|digest| from_cache(inner, oci, &whole, &digest).map(|found| (digest, found)));
             match cached {
                 Some((digest, found)) => {
                     tracing::warn!(handler = %whole, %digest, %error,
@@ -330,10 +333,13 @@ async fn pull(inner: &Inner, registry: &Registry, oci: &OciRef, whole: &str) -> 
             "tag resolved (allowTags); pin the reference as …@{manifest_digest} to run exactly this",
         ),
     }
-    let layer = component_layer(&manifest)
-        .map_err(|reason| LoadError::Artifact { reference: whole.into(), reason })?;
+    let layer = component_layer(&manifest).map_err(|reason| LoadError::Artifact { reference: whole.into(), reason })?;
     if layer.size as u64 > cap {
-        return Err(LoadError::TooLarge { origin: format!("{whole} (layer {})", layer.digest), size: layer.size as u64, cap });
+        return Err(LoadError::TooLarge {
+            origin: format!("{whole} (layer {})", layer.digest),
+            size: layer.size as u64,
+            cap,
+        });
     }
 
     let blobs = inner.blobs.as_ref();
@@ -429,7 +435,13 @@ fn classify(whole: &str, what: &'static str, error: OciDistributionError) -> Fai
         OciDistributionError::RegistryError { envelope, .. } => {
             let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
             if codes.iter().any(|c| {
-                matches!(c, OciErrorCode::ManifestUnknown | OciErrorCode::BlobUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound)
+                matches!(
+                    c,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::BlobUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::NotFound
+                )
             }) {
                 Failure::Permanent(LoadError::NotFound { reference, detail: envelope.to_string() })
             } else if codes.iter().any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied)) {
@@ -443,7 +455,9 @@ fn classify(whole: &str, what: &'static str, error: OciDistributionError) -> Fai
         OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
             Failure::Permanent(LoadError::Denied { reference, detail })
         }
-        OciDistributionError::ImageManifestNotFoundError(_) => Failure::Permanent(LoadError::NotFound { reference, detail }),
+        OciDistributionError::ImageManifestNotFoundError(_) => {
+            Failure::Permanent(LoadError::NotFound { reference, detail })
+        }
         OciDistributionError::ServerError { code, .. } => match code {
             404 => Failure::Permanent(LoadError::NotFound { reference, detail }),
             401 | 403 => Failure::Permanent(LoadError::Denied { reference, detail }),
@@ -493,23 +507,32 @@ mod tests {
             assert_eq!(found.media_type, layer);
         }
         // oras push --artifact-type application/vnd.wasm.config.v0+json
-        component_layer(&manifest(EMPTY_CONFIG_MEDIA_TYPE, Some(WASM_CONFIG_MEDIA_TYPE), &["application/wasm"])).unwrap();
+        component_layer(&manifest(EMPTY_CONFIG_MEDIA_TYPE, Some(WASM_CONFIG_MEDIA_TYPE), &["application/wasm"]))
+            .unwrap();
     }
 
     #[test]
     fn other_layouts_are_refused_with_what_was_found() {
-        let image = manifest("application/vnd.oci.image.config.v1+json", None, &["application/vnd.oci.image.layer.v1.tar+gzip"]);
+        let image = manifest(
+            "application/vnd.oci.image.config.v1+json",
+            None,
+            &["application/vnd.oci.image.layer.v1.tar+gzip"],
+        );
         let err = component_layer(&image).unwrap_err();
         assert!(err.contains("application/vnd.oci.image.config.v1+json") && err.contains("container image"), "{err}");
         let err = component_layer(&manifest(WASM_CONFIG_MEDIA_TYPE, None, &["application/octet-stream"])).unwrap_err();
         assert!(err.contains("layer media type application/octet-stream"), "{err}");
-        let err = component_layer(&manifest(WASM_CONFIG_MEDIA_TYPE, None, &["application/wasm", "application/wasm"])).unwrap_err();
+        let err = component_layer(&manifest(WASM_CONFIG_MEDIA_TYPE, None, &["application/wasm", "application/wasm"]))
+            .unwrap_err();
         assert!(err.contains("2 layers"), "{err}");
         let err = component_layer(&manifest(WASM_CONFIG_MEDIA_TYPE, None, &[])).unwrap_err();
         assert!(err.contains("0 layers"), "{err}");
         let err = component_layer(&manifest(EMPTY_CONFIG_MEDIA_TYPE, None, &["application/wasm"])).unwrap_err();
         assert!(err.contains("config media type"), "{err}");
-        let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []})).unwrap();
+        let index = serde_json::to_vec(
+            &serde_json::json!({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []}),
+        )
+        .unwrap();
         assert!(component_layer(&index).unwrap_err().contains("image index"));
         assert!(component_layer(b"not json").unwrap_err().contains("not valid"));
     }
@@ -531,7 +554,13 @@ mod tests {
         for (bad, says) in [
             ("[]", "object"),
             (r#"{"auths": {"r": {"auth": "!!"}}}"#, "base64"),
-            (&format!(r#"{{"auths": {{"r": {{"auth": "{}"}}}}}}"#, base64::engine::general_purpose::STANDARD.encode("nocolon")), "user:password"),
+            (
+                &format!(
+                    r#"{{"auths": {{"r": {{"auth": "{}"}}}}}}"#,
+                    base64::engine::general_purpose::STANDARD.encode("nocolon")
+                ),
+                "user:password",
+            ),
             (r#"{"auths": {"r": {}}}"#, "needs `auth`"),
             (r#"{"other": 1}"#, "no `auths`"),
         ] {

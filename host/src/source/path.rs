@@ -36,7 +36,8 @@ pub fn check_pattern(pattern: &str, roots: &[PathBuf]) -> Result<(), SourceError
         return Err(fail("must be an absolute path without `.` or `..`".into()));
     }
     let literal = literal_prefix(pattern);
-    let under_root = roots.iter().any(|root| literal.starts_with(root) || root.starts_with(&literal) && literal != Path::new("/"));
+    let under_root =
+        roots.iter().any(|root| literal.starts_with(root) || root.starts_with(&literal) && literal != Path::new("/"));
     if !under_root {
         return Err(fail(format!(
             "lies outside the allowed roots ({}); add a root with `allowedRoots`",
@@ -49,10 +50,7 @@ pub fn check_pattern(pattern: &str, roots: &[PathBuf]) -> Result<(), SourceError
 /// The part of a pattern before its first wildcard component: the directory
 /// (or file) every match lies under.
 pub fn literal_prefix(pattern: &str) -> PathBuf {
-    Path::new(pattern)
-        .components()
-        .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
-        .collect()
+    Path::new(pattern).components().take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '['])).collect()
 }
 
 fn node(path: &Path) -> Node {

@@ -23,11 +23,8 @@ impl DeviceSource for UdevSource {
             let context = context.to_string();
             move |source| SourceError::Udev { context, source }
         };
-        let scans: Vec<Option<&str>> = if needs.all_udev {
-            vec![None]
-        } else {
-            needs.subsystems.iter().map(|s| Some(s.as_str())).collect()
-        };
+        let scans: Vec<Option<&str>> =
+            if needs.all_udev { vec![None] } else { needs.subsystems.iter().map(|s| Some(s.as_str())).collect() };
         for subsystem in scans {
             let mut enumerator = udev::Enumerator::new().map_err(err("creating an enumerator"))?;
             if let Some(subsystem) = subsystem {

@@ -66,7 +66,8 @@ impl PathWatch {
                 match inotify.read_events_blocking(&mut buffer) {
                     Ok(events) => {
                         // Removing a watch queues an IGNORED event: not a change.
-                        if events.filter(|e| !e.mask.contains(inotify::EventMask::IGNORED)).count() > 0 && !on_change() {
+                        if events.filter(|e| !e.mask.contains(inotify::EventMask::IGNORED)).count() > 0 && !on_change()
+                        {
                             return;
                         }
                     }
@@ -176,7 +177,9 @@ mod tests {
         std::fs::create_dir_all(r.join("snd/by-id")).unwrap();
         std::fs::create_dir_all(r.join("snd/by-path")).unwrap();
         let plan_of = |pattern: &str| plan(&format!("{}/{pattern}", r.display()));
-        let set = |dirs: &[&str]| dirs.iter().map(|d| if d.is_empty() { r.to_path_buf() } else { r.join(d) }).collect::<BTreeSet<_>>();
+        let set = |dirs: &[&str]| {
+            dirs.iter().map(|d| if d.is_empty() { r.to_path_buf() } else { r.join(d) }).collect::<BTreeSet<_>>()
+        };
         assert_eq!(plan_of("ttyUSB*"), set(&[""]));
         assert_eq!(plan_of("null"), set(&[""]), "a plain path is watched in its directory");
         assert_eq!(plan_of("snd/by-*/x*"), set(&["snd", "snd/by-id", "snd/by-path"]));
@@ -200,6 +203,9 @@ mod tests {
         let _ = std::fs::read(&file).unwrap();
         std::fs::remove_file(&file).unwrap();
         rx.recv_timeout(Duration::from_secs(5)).expect("a removed file is reported");
-        assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "one event batch per removal, none for open/write");
+        assert!(
+            rx.recv_timeout(Duration::from_millis(50)).is_err(),
+            "one event batch per removal, none for open/write"
+        );
     }
 }

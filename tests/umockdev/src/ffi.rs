@@ -68,9 +68,7 @@ impl RawTestbed {
         let mut error: *mut GError = ptr::null_mut();
         // SAFETY: live testbed, NUL-terminated string that outlives the call, and a
         // valid out-pointer for the GError, which starts NULL as GLib requires.
-        let ok = unsafe {
-            umockdev_testbed_add_from_string(self.testbed.as_ptr(), data.as_ptr(), &mut error)
-        };
+        let ok = unsafe { umockdev_testbed_add_from_string(self.testbed.as_ptr(), data.as_ptr(), &mut error) };
         if ok != 0 && error.is_null() {
             return Ok(());
         }
@@ -115,9 +113,7 @@ unsafe fn take_gstring(string: *mut c_char) -> String {
         return String::new();
     }
     // SAFETY: per this function's contract.
-    let text = unsafe { CStr::from_ptr(string) }
-        .to_string_lossy()
-        .into_owned();
+    let text = unsafe { CStr::from_ptr(string) }.to_string_lossy().into_owned();
     // SAFETY: per this function's contract; freed once.
     unsafe { g_free(string.cast()) };
     text

@@ -75,9 +75,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Create => f.write_str("umockdev_testbed_new failed"),
-            Self::AlreadyActive => f.write_str(
-                "this thread already holds a umockdev testbed (one per process at a time)",
-            ),
+            Self::AlreadyActive => {
+                f.write_str("this thread already holds a umockdev testbed (one per process at a time)")
+            }
             Self::Record(message) => write!(f, "umockdev refused the record: {message}"),
             Self::NoDevice(syspath) => write!(f, "no device {syspath} in the testbed"),
             Self::Nul(text) => write!(f, "string with a NUL byte for umockdev: {text:?}"),
@@ -118,9 +118,7 @@ pub struct Testbed {
 
 impl fmt::Debug for Testbed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Testbed")
-            .field("root_dir", &self.root_dir)
-            .finish_non_exhaustive()
+        f.debug_struct("Testbed").field("root_dir", &self.root_dir).finish_non_exhaustive()
     }
 }
 
@@ -132,19 +130,11 @@ impl Testbed {
             return Err(Error::AlreadyActive);
         }
         // A test that panicked with a testbed poisons the lock; its testbed is gone.
-        let active = ACTIVE
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let active = ACTIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let raw = ffi::RawTestbed::new().ok_or(Error::Create)?;
         HELD_HERE.set(true);
         let root_dir = PathBuf::from(raw.root_dir());
-        Ok(Self {
-            raw: Some(raw),
-            root_dir,
-            known: RefCell::default(),
-            seqnum: Cell::new(1),
-            _active: active,
-        })
+        Ok(Self { raw: Some(raw), root_dir, known: RefCell::default(), seqnum: Cell::new(1), _active: active })
     }
 
     fn raw(&self) -> &ffi::RawTestbed {
@@ -183,11 +173,7 @@ impl Testbed {
     /// uevent.
     pub fn remove_device(&self, syspath: &str) -> Result<(), Error> {
         let devpath = devpath(syspath);
-        if !self
-            .sys_dir()
-            .join(devpath.trim_start_matches('/'))
-            .is_dir()
-        {
+        if !self.sys_dir().join(devpath.trim_start_matches('/')).is_dir() {
             return Err(Error::NoDevice(syspath.to_owned()));
         }
         let c_syspath = format!("/sys{devpath}");
@@ -200,9 +186,7 @@ impl Testbed {
             .borrow()
             .iter()
             .filter(|(known, _)| {
-                known
-                    .strip_prefix(devpath.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                known.strip_prefix(devpath.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             })
             .filter_map(|(_, properties)| properties.iter().find(|(key, _)| key == "DEVNAME"))
             .map(|(_, devname)| devname.clone())
@@ -263,11 +247,7 @@ impl Testbed {
     /// How many libudev monitors processes under this testbed have bound and not
     /// closed (a monitor exists from `MonitorBuilder::listen`).
     pub fn monitors(&self) -> usize {
-        uevent::sockets(&self.root_dir)
-            .unwrap_or_default()
-            .iter()
-            .filter(|socket| uevent::is_live(socket))
-            .count()
+        uevent::sockets(&self.root_dir).unwrap_or_default().iter().filter(|socket| uevent::is_live(socket)).count()
     }
 
     /// Waits until at least `count` monitors are bound; false on timeout.
@@ -294,9 +274,7 @@ impl Testbed {
             preload.push(existing);
         }
         let mut command = Command::new(program);
-        command
-            .env("LD_PRELOAD", preload)
-            .env("UMOCKDEV_DIR", &self.root_dir);
+        command.env("LD_PRELOAD", preload).env("UMOCKDEV_DIR", &self.root_dir);
         command
     }
 }
@@ -316,11 +294,7 @@ impl Drop for Testbed {
 /// soname for the dynamic loader to find.
 pub fn preload_library() -> PathBuf {
     let path = Path::new(LIBDIR).join(PRELOAD_SONAME);
-    if !LIBDIR.is_empty() && path.exists() {
-        path
-    } else {
-        PathBuf::from(PRELOAD_SONAME)
-    }
+    if !LIBDIR.is_empty() && path.exists() { path } else { PathBuf::from(PRELOAD_SONAME) }
 }
 
 /// Removes symlinks whose target is gone, `depth` levels down from `dir`.
@@ -346,10 +320,7 @@ fn remove_dangling_links(dir: &Path, depth: u32) -> std::io::Result<()> {
 
 /// `/devices/…` from that or a syspath (`/sys/devices/…`).
 fn devpath(path: &str) -> String {
-    path.strip_prefix("/sys")
-        .filter(|rest| rest.starts_with('/'))
-        .unwrap_or(path)
-        .to_owned()
+    path.strip_prefix("/sys").filter(|rest| rest.starts_with('/')).unwrap_or(path).to_owned()
 }
 
 #[cfg(test)]

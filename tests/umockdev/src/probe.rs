@@ -49,10 +49,7 @@ fn run(filters: &[String]) -> io::Result<()> {
     let stdin = io::stdin();
     let mut stdin_open = true;
     while stdin_open {
-        let mut fds = [
-            PollFd::new(&socket, PollFlags::IN),
-            PollFd::from_borrowed_fd(stdin.as_fd(), PollFlags::IN),
-        ];
+        let mut fds = [PollFd::new(&socket, PollFlags::IN), PollFd::from_borrowed_fd(stdin.as_fd(), PollFlags::IN)];
         match poll(&mut fds, None) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
@@ -62,11 +59,7 @@ fn run(filters: &[String]) -> io::Result<()> {
         // The socket is non-blocking: take every queued event.
         for event in socket.iter() {
             let action = event.action().map(|a| a.to_string_lossy().into_owned());
-            println!(
-                "EVENT\t{}\t{}",
-                action.as_deref().unwrap_or("-"),
-                describe(&event)
-            );
+            println!("EVENT\t{}\t{}", action.as_deref().unwrap_or("-"), describe(&event));
         }
         io::stdout().flush()?;
         if stdin_ready {
@@ -108,38 +101,23 @@ fn enumerate(filters: &[String]) -> io::Result<()> {
 }
 
 fn describe(device: &udev::Device) -> String {
-    let text = |value: Option<&std::ffi::OsStr>| {
-        value.map_or_else(|| "-".to_owned(), |v| v.to_string_lossy().into_owned())
-    };
+    let text =
+        |value: Option<&std::ffi::OsStr>| value.map_or_else(|| "-".to_owned(), |v| v.to_string_lossy().into_owned());
     let usb = if device.devtype().is_some_and(|t| t == "usb_device") {
         Some(device.clone())
     } else {
-        device
-            .parent_with_subsystem_devtype("usb", "usb_device")
-            .ok()
-            .flatten()
+        device.parent_with_subsystem_devtype("usb", "usb_device").ok().flatten()
     };
     let usb = usb.map_or_else(
         || "-".to_owned(),
-        |usb| {
-            format!(
-                "{}:{}",
-                text(usb.attribute_value("idVendor")),
-                text(usb.attribute_value("idProduct"))
-            )
-        },
+        |usb| format!("{}:{}", text(usb.attribute_value("idVendor")), text(usb.attribute_value("idProduct"))),
     );
     format!(
         "{}\tsubsystem={}\tdevnode={}\tparent={}\tusb={usb}\tserial={}",
         device.devpath().to_string_lossy(),
         text(device.subsystem()),
-        device
-            .devnode()
-            .map_or_else(|| "-".to_owned(), |p| p.display().to_string()),
-        device.parent().map_or_else(
-            || "-".to_owned(),
-            |p| p.devpath().to_string_lossy().into_owned()
-        ),
+        device.devnode().map_or_else(|| "-".to_owned(), |p| p.display().to_string()),
+        device.parent().map_or_else(|| "-".to_owned(), |p| p.devpath().to_string_lossy().into_owned()),
         text(device.property_value("ID_SERIAL")),
     )
 }

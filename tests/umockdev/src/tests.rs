@@ -23,11 +23,7 @@ fn probe_child() {
         return;
     };
     let code = crate::probe::main(args.split_whitespace().map(str::to_owned));
-    std::process::exit(if code == std::process::ExitCode::SUCCESS {
-        0
-    } else {
-        1
-    });
+    std::process::exit(if code == std::process::ExitCode::SUCCESS { 0 } else { 1 });
 }
 
 use crate::records::ch340;
@@ -61,12 +57,7 @@ impl Probe {
                 }
             }
         });
-        Self {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            seen: Vec::new(),
-        }
+        Self { stdin: child.stdin.take(), child, lines, seen: Vec::new() }
     }
 
     /// Waits for the next line starting with `prefix` and holding every one of
@@ -83,16 +74,10 @@ impl Probe {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "no {prefix} line with {parts:?} within {WAIT:?}; probe printed:\n{}",
-                        self.seen.join("\n")
-                    )
+                    panic!("no {prefix} line with {parts:?} within {WAIT:?}; probe printed:\n{}", self.seen.join("\n"))
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "probe ended without a {prefix} line with {parts:?}; it printed:\n{}",
-                        self.seen.join("\n")
-                    )
+                    panic!("probe ended without a {prefix} line with {parts:?}; it printed:\n{}", self.seen.join("\n"))
                 }
             }
         }
@@ -106,17 +91,10 @@ impl Probe {
     /// Asks the probe to enumerate again; returns the DEVICE lines.
     fn enumerate(&mut self) -> Vec<String> {
         let stdin = self.stdin.as_mut().expect("probe stdin");
-        stdin
-            .write_all(b"enumerate\n")
-            .and_then(|()| stdin.flush())
-            .expect("writing to the probe");
+        stdin.write_all(b"enumerate\n").and_then(|()| stdin.flush()).expect("writing to the probe");
         let start = self.seen.len();
         self.expect("ENUMERATED", &[]);
-        self.seen[start..]
-            .iter()
-            .filter(|l| l.starts_with("DEVICE"))
-            .cloned()
-            .collect()
+        self.seen[start..].iter().filter(|l| l.starts_with("DEVICE")).cloned().collect()
     }
 }
 
@@ -129,10 +107,7 @@ impl Drop for Probe {
 }
 
 fn field(line: &str, name: &str) -> String {
-    line.split('\t')
-        .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
-        .unwrap_or("")
-        .to_owned()
+    line.split('\t').find_map(|f| f.strip_prefix(name)?.strip_prefix('=')).unwrap_or("").to_owned()
 }
 
 fn devpath(syspath: &str) -> &str {
@@ -141,22 +116,14 @@ fn devpath(syspath: &str) -> &str {
 
 /// Whether `line` is an EVENT (`action`) or DEVICE (`action` empty) line for `syspath`.
 fn is_for(line: &str, action: &str, syspath: &str) -> bool {
-    let record = if action.is_empty() {
-        "DEVICE".to_owned()
-    } else {
-        format!("EVENT\t{action}")
-    };
+    let record = if action.is_empty() { "DEVICE".to_owned() } else { format!("EVENT\t{action}") };
     line.starts_with(&format!("{record}\t{}\t", devpath(syspath)))
 }
 
 #[test]
 fn hotplug_reaches_a_preloaded_child() {
     let testbed = Testbed::new().expect("testbed");
-    assert!(
-        testbed.sys_dir().is_dir(),
-        "testbed at {:?}",
-        testbed.root_dir()
-    );
+    assert!(testbed.sys_dir().is_dir(), "testbed at {:?}", testbed.root_dir());
     let first = testbed.add_from_string(&ch340(1, 0)).expect("first CH340");
     assert_eq!(first.len(), 4);
 
@@ -167,10 +134,7 @@ fn hotplug_reaches_a_preloaded_child() {
     assert_eq!(field(&tty0, "devnode"), "/dev/ttyUSB0", "{tty0}");
     assert_eq!(field(&tty0, "serial"), "1a86_USB2.0-Serial_1", "{tty0}");
     assert_eq!(field(&tty0, "usb"), "1a86:7523", "parent chain: {tty0}");
-    assert!(
-        field(&tty0, "parent").ends_with("/1-1:1.0/ttyUSB0"),
-        "{tty0}"
-    );
+    assert!(field(&tty0, "parent").ends_with("/1-1:1.0/ttyUSB0"), "{tty0}");
     probe.expect("LISTENING", &[]);
     assert_eq!(testbed.monitors(), 1, "the probe's monitor socket");
 
@@ -179,69 +143,31 @@ fn hotplug_reaches_a_preloaded_child() {
     let (tty1, usb1) = (&second[0], &second[3]);
     let sent = Instant::now();
     for syspath in second.iter().rev() {
-        assert_eq!(
-            testbed.uevent(syspath, "add").expect("add uevent"),
-            1,
-            "monitors reached"
-        );
+        assert_eq!(testbed.uevent(syspath, "add").expect("add uevent"), 1, "monitors reached");
     }
     // The usb-serial port is not in the probe's subsystems: usb, usb, then tty.
     let (at, usb_event) = probe.next_event();
-    println!(
-        "emit -> child receipt (first of 4 add uevents): {:?}",
-        at - sent
-    );
+    println!("emit -> child receipt (first of 4 add uevents): {:?}", at - sent);
     assert!(is_for(&usb_event, "add", usb1), "{usb_event}");
     assert!(is_for(&probe.next_event().1, "add", &second[2]));
     let (at, line) = probe.next_event();
-    println!(
-        "emit -> child receipt (4 add uevents, tty last): {:?}",
-        at - sent
-    );
+    println!("emit -> child receipt (4 add uevents, tty last): {:?}", at - sent);
     assert!(is_for(&line, "add", tty1), "{line}");
     assert_eq!(field(&line, "devnode"), "/dev/ttyUSB1", "{line}");
-    assert_eq!(
-        field(&line, "serial"),
-        "1a86_USB2.0-Serial_2",
-        "event properties: {line}"
-    );
-    assert_eq!(
-        field(&line, "usb"),
-        "1a86:7523",
-        "parent chain of the event's device: {line}"
-    );
+    assert_eq!(field(&line, "serial"), "1a86_USB2.0-Serial_2", "event properties: {line}");
+    assert_eq!(field(&line, "usb"), "1a86:7523", "parent chain of the event's device: {line}");
     let devices = probe.enumerate();
-    assert!(
-        devices.iter().any(|l| is_for(l, "", tty1)),
-        "re-enumeration: {devices:#?}"
-    );
+    assert!(devices.iter().any(|l| is_for(l, "", tty1)), "re-enumeration: {devices:#?}");
 
     // Unplug it: remove from the testbed, then `remove` events child-first.
     testbed.remove_device(usb1).expect("remove");
     let root = testbed.root_dir();
-    assert!(
-        !testbed
-            .sys_dir()
-            .join(devpath(usb1).trim_start_matches('/'))
-            .exists()
-    );
-    assert!(
-        !root.join("dev/ttyUSB1").exists(),
-        "device node left behind"
-    );
-    assert!(
-        root.join("sys/class/tty/ttyUSB1")
-            .symlink_metadata()
-            .is_err(),
-        "class link left behind"
-    );
+    assert!(!testbed.sys_dir().join(devpath(usb1).trim_start_matches('/')).exists());
+    assert!(!root.join("dev/ttyUSB1").exists(), "device node left behind");
+    assert!(root.join("sys/class/tty/ttyUSB1").symlink_metadata().is_err(), "class link left behind");
     let sent = Instant::now();
     for syspath in &second {
-        assert_eq!(
-            testbed.uevent(syspath, "remove").expect("remove uevent"),
-            1,
-            "monitors reached"
-        );
+        assert_eq!(testbed.uevent(syspath, "remove").expect("remove uevent"), 1, "monitors reached");
     }
     let (at, line) = probe.next_event();
     println!("emit -> child receipt (remove): {:?}", at - sent);
@@ -253,14 +179,8 @@ fn hotplug_reaches_a_preloaded_child() {
     assert!(is_for(&probe.next_event().1, "remove", &second[2]));
     assert!(is_for(&probe.next_event().1, "remove", usb1));
     let devices = probe.enumerate();
-    assert!(
-        !devices.iter().any(|l| l.contains("/usb1/1-2")),
-        "after removal: {devices:#?}"
-    );
-    assert!(
-        devices.iter().any(|l| is_for(l, "", &first[0])),
-        "after removal: {devices:#?}"
-    );
+    assert!(!devices.iter().any(|l| l.contains("/usb1/1-2")), "after removal: {devices:#?}");
+    assert!(devices.iter().any(|l| is_for(l, "", &first[0])), "after removal: {devices:#?}");
 }
 
 #[test]
@@ -285,27 +205,15 @@ fn events_reach_only_bound_matching_monitors() {
         .output()
         .expect("enumeration-only probe");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| is_for(l, "", tty))
-        .unwrap_or_else(|| panic!("{stdout}"));
+    let line = stdout.lines().find(|l| is_for(l, "", tty)).unwrap_or_else(|| panic!("{stdout}"));
     assert_eq!(field(line, "usb"), "1a86:7523", "{line}");
-    assert!(
-        stdout.lines().any(|l| is_for(l, "", &serial[0])),
-        "{stdout}"
-    );
-    assert!(
-        !stdout.lines().any(|l| is_for(l, "", usb)),
-        "subsystem filter: {stdout}"
-    );
+    assert!(stdout.lines().any(|l| is_for(l, "", &serial[0])), "{stdout}");
+    assert!(!stdout.lines().any(|l| is_for(l, "", usb)), "subsystem filter: {stdout}");
 
     // A monitor matching subsystem tty and tag uaccess (libudev's in-kernel
     // filters use the subsystem hash and tag bloom of the event header).
     let mut probe = Probe::start(&testbed, "tty tag:uaccess");
-    assert!(
-        testbed.wait_for_monitors(1, WAIT),
-        "the probe bound no monitor"
-    );
+    assert!(testbed.wait_for_monitors(1, WAIT), "the probe bound no monitor");
     // Only the tty's event, none for its parents: it still resolves them.
     let sent = Instant::now();
     testbed.uevent(tty, "add").expect("uevent");
@@ -318,10 +226,7 @@ fn events_reach_only_bound_matching_monitors() {
     assert_eq!(testbed.uevent(usb, "change").expect("uevent"), 1);
     testbed.uevent(tty, "change").expect("uevent");
     let (_, line) = probe.next_event();
-    assert!(
-        is_for(&line, "change", tty),
-        "filtered events got through: {line}"
-    );
+    assert!(is_for(&line, "change", tty), "filtered events got through: {line}");
 
     // A closed monitor's socket refuses the connection and is cleaned up.
     drop(probe);

@@ -49,17 +49,12 @@ pub(crate) fn read_properties(root_dir: &Path, devpath: &str) -> io::Result<Opti
         .map(|(key, value)| (key.to_owned(), value.to_owned()))
         .filter(|(key, _)| !matches!(key.as_str(), "ACTION" | "DEVPATH" | "SEQNUM"))
         .collect();
-    let from_file = |file: &mut Properties, key: &str| {
-        file.iter()
-            .position(|(k, _)| k == key)
-            .map(|at| file.remove(at).1)
-    };
+    let from_file =
+        |file: &mut Properties, key: &str| file.iter().position(|(k, _)| k == key).map(|at| file.remove(at).1);
     // The `subsystem` link is what libudev trusts; the file's SUBSYSTEM is a fallback.
     let file_subsystem = from_file(&mut file, "SUBSYSTEM");
     let Some(subsystem) = link_name("subsystem").or(file_subsystem) else {
-        return Err(io::Error::other(format!(
-            "device {devpath} has no subsystem"
-        )));
+        return Err(io::Error::other(format!("device {devpath} has no subsystem")));
     };
     for (key, value) in &mut file {
         if key == "DEVNAME" && !value.starts_with('/') {
@@ -71,22 +66,14 @@ pub(crate) fn read_properties(root_dir: &Path, devpath: &str) -> io::Result<Opti
     {
         file.push(("DRIVER".to_owned(), driver));
     }
-    let mut properties = vec![
-        ("DEVPATH".to_owned(), devpath.to_owned()),
-        ("SUBSYSTEM".to_owned(), subsystem),
-    ];
+    let mut properties = vec![("DEVPATH".to_owned(), devpath.to_owned()), ("SUBSYSTEM".to_owned(), subsystem)];
     properties.extend(file);
     Ok(Some(properties))
 }
 
 /// The datagram libudev's monitor expects (systemd's `device_monitor_send_device`).
 pub(crate) fn message(action: &str, seqnum: u64, properties: &Properties) -> Vec<u8> {
-    let value = |key: &str| {
-        properties
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
+    let value = |key: &str| properties.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
     let mut body = Vec::new();
     let mut push = |key: &str, value: &str| {
         body.extend_from_slice(key.as_bytes());
@@ -134,10 +121,7 @@ pub(crate) fn sockets(root_dir: &Path) -> io::Result<Vec<PathBuf>> {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name
-            .strip_prefix("event")
-            .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
-        {
+        if name.strip_prefix("event").is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit())) {
             sockets.push(entry.path());
         }
     }
@@ -160,10 +144,7 @@ pub(crate) fn send_all(root_dir: &Path, message: &[u8]) -> io::Result<usize> {
             }
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => {
-                return Err(io::Error::new(
-                    error.kind(),
-                    format!("sending to {}: {error}", socket.display()),
-                ));
+                return Err(io::Error::new(error.kind(), format!("sending to {}: {error}", socket.display())));
             }
         }
     }
@@ -224,9 +205,7 @@ fn string_hash32(text: &str) -> u32 {
 /// systemd's `string_bloom64`: four bits from the hash.
 fn string_bloom64(text: &str) -> u64 {
     let hash = string_hash32(text);
-    [0, 6, 12, 18]
-        .iter()
-        .fold(0, |bits, shift| bits | (1u64 << ((hash >> shift) & 63)))
+    [0, 6, 12, 18].iter().fold(0, |bits, shift| bits | (1u64 << ((hash >> shift) & 63)))
 }
 
 #[cfg(test)]
@@ -235,21 +214,12 @@ mod tests {
 
     #[test]
     fn header_layout() {
-        let properties = vec![
-            ("DEVPATH".into(), "/devices/x".into()),
-            ("SUBSYSTEM".into(), "tty".into()),
-        ];
+        let properties = vec![("DEVPATH".into(), "/devices/x".into()), ("SUBSYSTEM".into(), "tty".into())];
         let message = message("add", 7, &properties);
         assert_eq!(&message[..8], b"libudev\0");
         assert_eq!(&message[8..12], &[0xfe, 0xed, 0xca, 0xfe]);
-        assert_eq!(
-            &message[40..],
-            b"ACTION=add\0DEVPATH=/devices/x\0SUBSYSTEM=tty\0SEQNUM=7\0".as_slice()
-        );
-        assert_eq!(
-            u32::from_ne_bytes(message[20..24].try_into().unwrap()) as usize,
-            message.len() - 40
-        );
+        assert_eq!(&message[40..], b"ACTION=add\0DEVPATH=/devices/x\0SUBSYSTEM=tty\0SEQNUM=7\0".as_slice());
+        assert_eq!(u32::from_ne_bytes(message[20..24].try_into().unwrap()) as usize, message.len() - 40);
     }
 
     #[test]
