@@ -121,7 +121,7 @@ impl ResourceEval {
             return Changes::default();
         }
         let needs = &self.prepared.needs;
-        let candidate = needs.all_udev || needs.subsystems.iter().any(|s| *s == event.subsystem);
+        let candidate = needs.all_udev || needs.subsystems.contains(&event.subsystem);
         match event.action {
             Action::Remove if self.table.contains(&event.devpath) => self.table.remove_subtree(&event.devpath),
             Action::Remove => Changes::default(),

@@ -212,10 +212,9 @@ impl DeviceTable {
                     .filter(|p| self.entries.contains_key(*p));
             }
             // `at` is known (or none): depths count down from it.
-            let mut d = at.and_then(|known| depth.get(known).copied()).map_or(0, |d| d + 1);
-            for &devpath in chain.iter().rev() {
-                depth.insert(devpath, d);
-                d += 1;
+            let d = at.and_then(|known| depth.get(known).copied()).map_or(0, |d| d + 1);
+            for (i, &devpath) in chain.iter().rev().enumerate() {
+                depth.insert(devpath, d + i as u32);
             }
         }
         // Deepest first: a parent is always shallower, hence later.

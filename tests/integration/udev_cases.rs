@@ -331,13 +331,13 @@ fn oracle_case(case: &Path) -> Result<Vec<String>, String> {
     std::fs::write(&config, yaml).unwrap();
     let (reports, _) = discover(case, &config)?;
     let mut by_devsieve: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
-    for k in 0..rules.len() {
+    for (k, rule) in rules.iter().enumerate() {
         let report = reports
             .as_array()
             .and_then(|r| r.iter().find(|r| r["resource"] == format!("devsieve.io/oracle-{k}")))
             .ok_or_else(|| format!("no report for oracle-{k}: {reports:#}"))?;
         if let Some(error) = report.get("error") {
-            return Err(format!("{}: devsieve refused the rule: {error}", rules[k].label));
+            return Err(format!("{}: devsieve refused the rule: {error}", rule.label));
         }
         let selected = by_devsieve.entry(k).or_default();
         for group in report["groups"].as_array().into_iter().flatten() {

@@ -197,7 +197,8 @@ impl Runtime {
         self.check_contract(name, &component)?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| fail(format!("{e:#}")))?;
         let pre = HandlerPre::new(instance_pre).map_err(|e| fail(format!("{e:#}")))?;
-        let interface = component.get_export_index(None, &format!("{DISCOVERY_EXPORT_PREFIX}{CONTRACT_VERSION}"));
+        let interface =
+            component.get_export_index(None, format!("{DISCOVERY_EXPORT_PREFIX}{CONTRACT_VERSION}").as_str());
         let export = |function: &str| {
             component
                 .get_export_index(interface.as_ref(), function)
@@ -375,11 +376,11 @@ impl LoadedHandler {
     }
 
     fn select_func<'a>(&self, store: &mut Store<Sandbox>, instance: &Instance) -> wasmtime::Result<SelectFunc<'a>> {
-        instance.get_typed_func(store, &self.select)
+        instance.get_typed_func(store, self.select)
     }
 
     fn group_func<'a>(&self, store: &mut Store<Sandbox>, instance: &Instance) -> wasmtime::Result<GroupFunc<'a>> {
-        instance.get_typed_func(store, &self.group)
+        instance.get_typed_func(store, self.group)
     }
 
     /// Runs `f` in a fresh sandbox (`f` instantiates the handler there, so

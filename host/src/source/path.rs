@@ -125,7 +125,9 @@ mod tests {
             paths: vec![format!("{}/a*", root.display())],
             usbip: false,
         };
-        let table = crate::source::Sources::new(vec![Box::new(PathSource)]).collect(&needs, &[root.clone()]).unwrap();
+        let table = crate::source::Sources::new(vec![Box::new(PathSource)])
+            .collect(&needs, std::slice::from_ref(&root))
+            .unwrap();
         let snapshot = table.snapshot_all();
         let found: Vec<(&str, &str)> = snapshot
             .candidates

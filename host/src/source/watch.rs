@@ -149,8 +149,7 @@ impl FileWatch {
     /// Watches the directories holding exactly `files`.
     pub fn set<'a>(&mut self, files: impl IntoIterator<Item = &'a Path>) {
         use notify::Watcher;
-        let dirs: BTreeSet<PathBuf> =
-            files.into_iter().filter_map(|f| f.parent()).map(|d| existing_ancestor(d)).collect();
+        let dirs: BTreeSet<PathBuf> = files.into_iter().filter_map(|f| f.parent()).map(existing_ancestor).collect();
         for dir in self.watched.difference(&dirs) {
             let _ = self.watcher.unwatch(dir);
         }
