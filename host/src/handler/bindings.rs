@@ -10,7 +10,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use devsieve::handler::types::{
-    DeviceGroup, DeviceNode, HandlerError as GuestError, HandlerInfo, Mount, Node, Origin, Requirements, Snapshot,
+    DeviceGroup, DeviceNode, HandlerError as GuestError, HandlerInfo, Mount, Node, Origin, Requirements,
 };
 
 /// The contract version this agent speaks; a handler must export

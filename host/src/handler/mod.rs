@@ -214,7 +214,8 @@ impl Runtime {
             pre,
         };
         handler.info = handler.call(self, "metadata", |handler, store| {
-            let (instance, bindings) = handler.instantiate(store)?;
+            let instance = handler.instance(store)?;
+            let bindings = bindings::Handler::new(&mut *store, &instance)?;
             // Snapshots are lowered from views: check their shape now, not at the first event.
             handler.select_func(store, &instance)?;
             handler.group_func(store, &instance)?;
@@ -328,15 +329,14 @@ impl LoadedHandler {
     /// Checks `config` and returns what to collect for it.
     pub fn needs(&self, runtime: &Runtime, config: &str) -> Result<Requirements, Error> {
         self.call(runtime, "needs", |handler, store| {
-            let (_, bindings) = handler.instantiate(store)?;
-            bindings.devsieve_handler_discovery().call_needs(store, config)
+            handler.pre.instantiate(&mut *store)?.devsieve_handler_discovery().call_needs(store, config)
         })
     }
 
     /// One verdict per candidate of `snapshot`.
     pub fn select(&self, runtime: &Runtime, config: &str, snapshot: &SnapshotView<'_>) -> Result<Vec<bool>, Error> {
         let verdicts = self.call(runtime, "select", |handler, store| {
-            let (instance, _) = handler.instantiate(store)?;
+            let instance = handler.instance(store)?;
             Ok(handler.select_func(store, &instance)?.call(&mut *store, (config, snapshot))?.0)
         })?;
         if verdicts.len() != snapshot.candidates.len() {
@@ -357,7 +357,7 @@ impl LoadedHandler {
         allowed_roots: &[std::path::PathBuf],
     ) -> Result<Vec<DeviceGroup>, Error> {
         let groups = self.call(runtime, "group", |handler, store| {
-            let (instance, _) = handler.instantiate(store)?;
+            let instance = handler.instance(store)?;
             Ok(handler.group_func(store, &instance)?.call(&mut *store, (config, snapshot))?.0)
         })?;
         check::groups(snapshot, &groups, allowed_roots).map_err(|reason| self.invalid("group", reason))?;
@@ -368,11 +368,10 @@ impl LoadedHandler {
         Error::Invalid { handler: self.name.clone(), call, reason }
     }
 
-    /// A new instance in `store`, and the generated bindings over it.
-    fn instantiate(&self, store: &mut Store<Sandbox>) -> wasmtime::Result<(Instance, bindings::Handler)> {
-        let instance = self.pre.instance_pre().instantiate(&mut *store)?;
-        let bindings = bindings::Handler::new(&mut *store, &instance)?;
-        Ok((instance, bindings))
+    /// A new instance in `store`, for the typed `select` and `group` calls
+    /// (no generated bindings: their export lookups would run on every call).
+    fn instance(&self, store: &mut Store<Sandbox>) -> wasmtime::Result<Instance> {
+        self.pre.instance_pre().instantiate(&mut *store)
     }
 
     fn select_func<'a>(&self, store: &mut Store<Sandbox>, instance: &Instance) -> wasmtime::Result<SelectFunc<'a>> {
