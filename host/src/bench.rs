@@ -15,6 +15,7 @@ use crate::evaluate::{Action, ResourceEval, UdevEvent};
 use crate::handler::bindings::{Node, Origin, Requirements};
 use crate::handler::{Runtime, builtin};
 use crate::snapshot::DeviceTable;
+use crate::source::watch::PathChange;
 use crate::source::{DeviceSource, SourceError, Sources};
 
 #[derive(Debug, Serialize)]
@@ -57,6 +58,10 @@ impl DeviceSource for Synthetic {
     fn reread(&self, syspath: &Path, _: &Requirements, _: bool) -> Option<DeviceTable> {
         let devpath = syspath.strip_prefix("/sys").ok()?.to_string_lossy().into_owned();
         self.0.lock().expect("bench table").chain(&format!("/{devpath}"))
+    }
+
+    fn reread_path(&self, path: &Path, _: &[PathBuf]) -> Option<DeviceTable> {
+        Some(self.0.lock().expect("bench table").chain(&path.to_string_lossy()).unwrap_or_default())
     }
 }
 
@@ -109,8 +114,12 @@ fn udev_table(count: usize, candidates: &str) -> DeviceTable {
     table
 }
 
+fn bench_path(i: usize) -> String {
+    format!("/dev/bench/tty{i:05}")
+}
+
 fn add_path(table: &mut DeviceTable, i: usize) {
-    let mut n = node(format!("/dev/bench/tty{i:05}"), "");
+    let mut n = node(bench_path(i), "");
     n.origin = Origin::Path;
     n.devnode = Some(n.devpath.clone());
     n.attributes = vec![("type".into(), "char".into())];
@@ -202,7 +211,8 @@ pub fn run(runtime: &Runtime, count: usize, runs: usize) -> anyhow::Result<Resul
             let start = Instant::now();
             let evaluation = if candidates == "path" {
                 add_path(&mut table.lock().expect("bench table"), i);
-                eval.rescan(runtime, &sources)
+                let change = PathChange { entries: [PathBuf::from(bench_path(i))].into(), rescan: false };
+                eval.on_paths(runtime, &sources, &change)
             } else {
                 let (usb, tty) = add_usb_serial(&mut table.lock().expect("bench table"), i, true, candidates);
                 let (devpath, subsystem) = if candidates == "usb" { (usb, "usb") } else { (tty, "tty") };

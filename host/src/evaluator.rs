@@ -36,14 +36,14 @@ use crate::registry::{self, EvaluationInfo, ResourceSpec};
 use crate::snapshot::Changes;
 use crate::source::Sources;
 use crate::source::monitor::MonitorReport;
-use crate::source::watch::{FileWatch, PathWatch};
+use crate::source::watch::{FileWatch, PathChange, PathWatch};
 
 /// What wakes the evaluator.
 #[derive(Debug)]
 pub enum Input {
     Udev(MonitorReport),
     /// Something changed in a directory a path pattern can match in.
-    Paths,
+    Paths(PathChange),
     /// Something changed next to the config file or a handler file.
     Files,
     /// A handler that can change at its source (a ConfigMap) changed.
@@ -133,7 +133,7 @@ struct Batch {
     udev: Vec<UdevEvent>,
     monitor_up: bool,
     monitor_down: Option<String>,
-    paths: bool,
+    paths: PathChange,
     files: bool,
     handlers: Vec<(HandlerRef, WatchItem)>,
     fetched: Vec<(FetchPurpose, Fetched)>,
@@ -152,7 +152,7 @@ impl Batch {
                 self.monitor_down = Some(error);
                 self.monitor_up = false;
             }
-            Input::Paths => self.paths = true,
+            Input::Paths(change) => self.paths.extend(change),
             Input::Files => self.files = true,
             Input::Handler { reference, update } => self.handlers.push((reference, update)),
             Input::Fetched { purpose, fetched } => self.fetched.push((purpose, fetched)),
@@ -223,7 +223,7 @@ impl Evaluator {
     pub fn watch(&mut self, inputs: std::sync::mpsc::Sender<Input>) -> std::io::Result<()> {
         self.inputs = Some(inputs.clone());
         let paths_tx = inputs.clone();
-        self.paths = Some(PathWatch::start(move || paths_tx.send(Input::Paths).is_ok())?);
+        self.paths = Some(PathWatch::start(move |change| paths_tx.send(Input::Paths(change)).is_ok())?);
         let files_tx = inputs;
         self.files = Some(
             FileWatch::start(move || {
@@ -340,10 +340,20 @@ impl Evaluator {
                 }
             }
         }
-        if batch.paths {
+        if self.resources.values().any(|r| r.paths_need_rescan(&batch.paths)) {
             // Watch first, then look: what appears in between is in the collection.
             self.replan_watches();
-            self.collect_rescans(&mut touched, |r| r.wants_paths());
+        }
+        if !batch.paths.is_empty() {
+            let names: Vec<String> =
+                self.resources.iter().filter(|(_, r)| r.wants_paths()).map(|(n, _)| n.clone()).collect();
+            for name in names {
+                let resource = self.resources.get_mut(&name).expect("listed above");
+                match resource.take_paths(&self.sources, &batch.paths) {
+                    Ok(changes) => touched.entry(name).or_default().extend(changes),
+                    Err(error) => self.report(&name, Some(Evaluation { outcome: Err(error), took: started.elapsed() })),
+                }
+            }
         }
         for (name, changes) in touched {
             let resource = self.resources.get_mut(&name).expect("touched resources exist");

@@ -14,14 +14,21 @@ fn hostile_handlers_are_contained_and_reported() {
             hostile.display()
         )
     };
+    // Two devices: for lies that take two.
+    let two = |name: &str, misbehave: &str| {
+        resource(name, misbehave).replace("paths: [/dev/null]", "paths: [/dev/null, /dev/zero]")
+    };
     let config = dir.path().join("config.yaml");
     let text = format!(
-        "resources:\n{}{}{}{}{}{}",
+        "resources:\n{}{}{}{}{}{}{}{}{}",
         resource("loops", "loop"),
         resource("hoards", "allocate"),
         resource("traps", "trap"),
         resource("shadow", "shadow"),
         resource("mounts-etc", "mount"),
+        resource("alone-shadow", "alone-shadow"),
+        two("same-id", "same-id"),
+        two("mixed-keys", "mixed-keys"),
         resource("behaves", "none"),
     );
     std::fs::write(&config, text).unwrap();
@@ -40,6 +47,13 @@ fn hostile_handlers_are_contained_and_reported() {
     assert!(shadow.contains("/etc/shadow") && shadow.contains("not the node of any device"), "{shadow}");
     let mounts = error("mounts-etc");
     assert!(mounts.contains("mount /etc is outside the allowed roots"), "{mounts}");
+    // The new contract's own ways to lie: groups from `select`, keys.
+    let alone = error("alone-shadow");
+    assert!(alone.contains("`select`") && alone.contains("/dev/null") && alone.contains("/etc/shadow"), "{alone}");
+    let same = error("same-id");
+    assert!(same.contains("two groups have the device id \"same\""), "{same}");
+    let mixed = error("mixed-keys");
+    assert!(mixed.contains("joins /dev/null") && mixed.contains("different keys"), "{mixed}");
 
     let behaves = report(&reports, "devsieve.io/behaves");
     assert!(behaves.get("error").is_none(), "{behaves:#}");
@@ -58,7 +72,7 @@ fn a_handler_for_another_contract_is_refused_with_both_versions() {
     let output = devsieve().args(["validate", "--config"]).arg(&config).output().unwrap();
     let (_, stderr) = text(&output);
     assert!(!output.status.success());
-    assert!(stderr.contains("devsieve:handler@9.0.0") && stderr.contains("devsieve:handler@0.1.0"), "{stderr}");
+    assert!(stderr.contains("devsieve:handler@9.0.0") && stderr.contains("devsieve:handler@0.2.0"), "{stderr}");
 }
 
 #[test]

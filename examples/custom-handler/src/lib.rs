@@ -138,6 +138,12 @@ impl Handler for ZigbeeCoordinator {
         }
     }
 
+    /// Each coordinator is a group of its own: a stick plugged in or out
+    /// never regroups the others.
+    fn partition(_: &Config, _: Device<'_>) -> Partition {
+        Partition::Alone
+    }
+
     fn group(config: &Config, selected: &[Device<'_>]) -> Result<Vec<DeviceGroup>, HandlerError> {
         let checked = check(config)?;
         Ok(selected.iter().filter_map(|device| device.single_group(&checked.permissions)).collect())

@@ -29,6 +29,16 @@ use pattern::Pattern;
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub groups: Vec<Group>,
+    /// The groups checked and their globs parsed, on first use: `select`
+    /// runs once per candidate and must not parse them again each time.
+    #[serde(skip)]
+    checked: std::cell::OnceCell<Result<Vec<CheckedGroup>, HandlerError>>,
+}
+
+impl Config {
+    fn checked(&self) -> Result<&[CheckedGroup], HandlerError> {
+        self.checked.get_or_init(|| check(self)).as_deref().map_err(Clone::clone)
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -78,11 +88,20 @@ pub enum PathType {
     Mount,
 }
 
+/// A group after validation and defaulting: its share count and paths.
+#[derive(Clone, Debug)]
+struct CheckedGroup {
+    count: u32,
+    paths: Vec<Checked>,
+}
+
 /// A path spec after validation and defaulting.
-#[derive(Debug)]
-struct Checked<'a> {
+#[derive(Clone, Debug)]
+struct Checked {
     pattern: Pattern,
-    spec: &'a PathSpec,
+    mount_path: Option<String>,
+    read_only: bool,
+    optional: bool,
     kind: PathType,
     permissions: String,
     limit: usize,
@@ -95,7 +114,7 @@ fn field(group: usize, path: usize, name: &str) -> String {
 }
 
 /// Validates the config and applies generic-device-plugin's defaults.
-fn check(config: &Config) -> Result<Vec<(u32, Vec<Checked<'_>>)>, HandlerError> {
+fn check(config: &Config) -> Result<Vec<CheckedGroup>, HandlerError> {
     if config.groups.is_empty() {
         return Err(HandlerError::field(
             "groups",
@@ -128,12 +147,12 @@ fn check(config: &Config) -> Result<Vec<(u32, Vec<Checked<'_>>)>, HandlerError> 
         for (p, spec) in group.paths.iter().enumerate() {
             paths.push(check_path(g, p, spec)?);
         }
-        checked.push((count, paths));
+        checked.push(CheckedGroup { count, paths });
     }
     Ok(checked)
 }
 
-fn check_path(g: usize, p: usize, spec: &PathSpec) -> Result<Checked<'_>, HandlerError> {
+fn check_path(g: usize, p: usize, spec: &PathSpec) -> Result<Checked, HandlerError> {
     if spec.path.is_empty() {
         return Err(HandlerError::field(field(g, p, "path"), "path must not be empty"));
     }
@@ -172,7 +191,15 @@ fn check_path(g: usize, p: usize, spec: &PathSpec) -> Result<Checked<'_>, Handle
         }
         Some(n) => n as usize,
     };
-    Ok(Checked { pattern, spec, kind, permissions, limit })
+    Ok(Checked {
+        pattern,
+        mount_path: spec.mount_path.clone(),
+        read_only: spec.read_only,
+        optional: spec.optional,
+        kind,
+        permissions,
+        limit,
+    })
 }
 
 /// One device of a group before it becomes a `DeviceGroup`: for each path
@@ -235,7 +262,7 @@ impl Handler for Glob {
     type Config = Config;
 
     fn needs(config: &Config) -> Result<Requirements, HandlerError> {
-        check(config)?;
+        config.checked()?;
         let mut seen = BTreeSet::new();
         let globs: Vec<&str> = config
             .groups
@@ -249,17 +276,30 @@ impl Handler for Glob {
     fn select(config: &Config, device: Device<'_>) -> bool {
         device.origin() == Origin::Path
             && config
-                .groups
+                .checked()
+                .is_ok_and(|groups| groups.iter().flat_map(|g| &g.paths).any(|p| p.pattern.matches(device.devpath())))
+    }
+
+    /// A group of one path makes one device per match, whatever the other
+    /// matches: those devices stand alone. A group of several paths pairs
+    /// its matches up (see [`combine`]), so a device any such group matches
+    /// is grouped with all the others.
+    fn partition(config: &Config, device: Device<'_>) -> Partition {
+        let pairs_up = config.checked().is_ok_and(|groups| {
+            groups
                 .iter()
+                .filter(|g| g.paths.len() > 1)
                 .flat_map(|g| &g.paths)
-                .any(|p| Pattern::parse(&p.path).is_ok_and(|pattern| pattern.matches(device.devpath())))
+                .any(|p| p.pattern.matches(device.devpath()))
+        });
+        if pairs_up { Partition::All } else { Partition::Alone }
     }
 
     fn group(config: &Config, selected: &[Device<'_>]) -> Result<Vec<DeviceGroup>, HandlerError> {
-        let checked = check(config)?;
+        let checked = config.checked()?;
         let mut out: Vec<DeviceGroup> = Vec::new();
         let mut ids = BTreeSet::new();
-        for (g, (count, paths)) in checked.iter().enumerate() {
+        for (g, CheckedGroup { count, paths }) in checked.iter().enumerate() {
             let matches: Vec<Vec<Match<'_>>> = paths
                 .iter()
                 .map(|p| {
@@ -274,7 +314,7 @@ impl Handler for Glob {
                 })
                 .collect();
             let limits: Vec<usize> = paths.iter().map(|p| p.limit).collect();
-            let optional: Vec<bool> = paths.iter().map(|p| p.spec.optional).collect();
+            let optional: Vec<bool> = paths.iter().map(|p| p.optional).collect();
             for combination in combine(&matches, &limits, &optional) {
                 let mut group = DeviceGroup {
                     id: String::new(),
@@ -291,7 +331,7 @@ impl Handler for Glob {
                     if !group.members.contains(&found.index) {
                         group.members.push(found.index);
                     }
-                    let target = container_path(spec.spec.mount_path.as_deref(), found.path);
+                    let target = container_path(spec.mount_path.as_deref(), found.path);
                     match spec.kind {
                         PathType::Device => {
                             let node = DeviceNode {
@@ -310,7 +350,7 @@ impl Handler for Glob {
                         PathType::Mount => group.mounts.push(Mount {
                             container_path: target.unwrap_or_else(|| found.path.to_string()),
                             host_path: found.path.to_string(),
-                            read_only: spec.spec.read_only,
+                            read_only: spec.read_only,
                         }),
                     }
                 }

@@ -60,6 +60,12 @@ fn run_typed(config: Value, paths: &[(&str, &str)]) -> Run {
     assert!(needs.subsystems.is_empty() && !needs.all_udev && !needs.usbip, "glob asks for paths only");
     let nodes: Vec<Node> = paths.iter().map(|(p, kind)| path_node(p, kind)).collect();
     let all = devsieve_sdk::Snapshot::from_parts(nodes.clone(), (0..nodes.len() as u32).collect()).unwrap();
+    // The host groups partition by partition: that must come to the same groups.
+    assert_eq!(
+        devsieve_sdk::testing::partitioned::<Glob>(&config, &all),
+        devsieve_sdk::testing::whole::<Glob>(&config, &all),
+        "grouped by partition, the groups differ"
+    );
     let chosen: Vec<u32> = all.candidates().filter(|d| Glob::select(&config, *d)).map(|d| d.index()).collect();
     let snapshot = devsieve_sdk::Snapshot::from_parts(nodes, chosen.clone()).unwrap();
     let selected: Vec<Device<'_>> = snapshot.candidates().collect();

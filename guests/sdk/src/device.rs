@@ -142,7 +142,43 @@ fn lookup<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 /// Builds nodes for native unit tests of handlers.
 pub mod testing {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::__private::{Verdict, verdict};
+    use crate::Handler;
+
+    /// The groups the host ends up with for `snapshot`'s candidates, made the
+    /// way it makes them: the contract's `select` over every candidate (so
+    /// each [`Partition::Alone`](crate::Partition::Alone) device is grouped
+    /// on its own), then `group` once per key over that key's devices.
+    /// Sorted by id.
+    pub fn partitioned<H: Handler>(config: &H::Config, snapshot: &Snapshot) -> Result<Vec<DeviceGroup>, HandlerError> {
+        let mut groups = Vec::new();
+        let mut keyed: BTreeMap<String, Vec<Device<'_>>> = BTreeMap::new();
+        for device in snapshot.candidates() {
+            match verdict::<H>(config, device)? {
+                Verdict::Skip => {}
+                Verdict::Alone(own) => groups.extend(own),
+                Verdict::Grouped(key) => keyed.entry(key).or_default().push(device),
+            }
+        }
+        for devices in keyed.values() {
+            groups.extend(H::group(config, devices)?);
+        }
+        groups.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(groups)
+    }
+
+    /// `group` over every selected candidate at once, sorted by id: what
+    /// [`partitioned`] must give too, whatever the devices, for a handler's
+    /// `partition` to be right.
+    pub fn whole<H: Handler>(config: &H::Config, snapshot: &Snapshot) -> Result<Vec<DeviceGroup>, HandlerError> {
+        let selected: Vec<Device<'_>> = snapshot.candidates().filter(|d| H::select(config, *d)).collect();
+        let mut groups = H::group(config, &selected)?;
+        groups.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(groups)
+    }
 
     /// A udev node with the given devpath and subsystem; the kernel name is
     /// the last component of the devpath.

@@ -20,6 +20,11 @@
 //!     fn select(config: &Config, device: Device<'_>) -> bool {
 //!         device.attribute("idVendor") == Some(config.vendor.as_str())
 //!     }
+//!     // The default `group` makes one group per device: say so, and a
+//!     // change to one device never regroups the others.
+//!     fn partition(_: &Config, _: Device<'_>) -> Partition {
+//!         Partition::Alone
+//!     }
 //! }
 //! export_handler!(Zigbee);
 //! ```
@@ -39,6 +44,8 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__export_discovery",
         default_bindings_module: "::devsieve_sdk::bindings",
+        // Tests compare groups (`testing::partitioned` against `testing::whole`).
+        additional_derives: [PartialEq],
     });
 }
 
@@ -46,14 +53,28 @@ use bindings::devsieve::handler::types;
 pub use types::{DeviceGroup, DeviceNode, HandlerError, HandlerInfo, Mount, Node, Origin, Requirements};
 
 /// The contract version this SDK builds handlers for (the WIT package version).
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// Everything a handler usually imports.
 pub mod prelude {
     pub use crate::{
-        Device, DeviceGroup, DeviceNode, Handler, HandlerError, Mount, Node, Origin, Requirements, Snapshot,
+        Device, DeviceGroup, DeviceNode, Handler, HandlerError, Mount, Node, Origin, Partition, Requirements, Snapshot,
         export_handler,
     };
+}
+
+/// Which other selected devices a selected device's groups depend on; see
+/// [`Handler::partition`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Partition {
+    /// None: its groups are `group(config, &[device])`, made at once while
+    /// selecting, and a change to any other device never regroups it.
+    Alone,
+    /// The other selected devices with the same key: `group` sees them
+    /// together, and a change to one regroups that key only.
+    Key(String),
+    /// Every selected device that says `All` (the same as one shared key).
+    All,
 }
 
 /// A discovery handler. Only `needs` and `select` are required; the default
@@ -75,7 +96,19 @@ pub trait Handler {
     /// caches the answer until the device or one of its ancestors changes.
     fn select(config: &Self::Config, device: Device<'_>) -> bool;
 
-    /// Groups to advertise from the selected devices.
+    /// Which other selected devices `device`'s groups depend on. The
+    /// default, [`Partition::All`], is always right and regroups every
+    /// selected device whenever one changes; a handler whose groups are per
+    /// device says [`Partition::Alone`], one whose groups gather the devices
+    /// under a parent says [`Partition::Key`] with that parent's devpath.
+    /// `testing::partitioned` checks the answer against grouping everything.
+    fn partition(config: &Self::Config, device: Device<'_>) -> Partition {
+        let _ = (config, device);
+        Partition::All
+    }
+
+    /// Groups to advertise from the selected devices: those of one partition
+    /// (one device, for [`Partition::Alone`]), or all of them.
     fn group(config: &Self::Config, selected: &[Device<'_>]) -> Result<Vec<DeviceGroup>, HandlerError> {
         let _ = config;
         Ok(selected.iter().filter_map(|device| device.single_group("rwm")).collect())
@@ -174,6 +207,7 @@ pub mod __private {
     use super::*;
     pub use bindings::__export_discovery as export;
     pub use bindings::exports::devsieve::handler::discovery::Guest;
+    pub use types::Verdict;
 
     pub fn metadata<H: Handler>() -> HandlerInfo {
         HandlerInfo {
@@ -187,10 +221,22 @@ pub mod __private {
         H::needs(&parse_config::<H::Config>(config)?)
     }
 
-    pub fn select<H: Handler>(config: &str, snapshot: types::Snapshot) -> Result<Vec<bool>, HandlerError> {
+    pub fn select<H: Handler>(config: &str, snapshot: types::Snapshot) -> Result<Vec<Verdict>, HandlerError> {
         let config = parse_config::<H::Config>(config)?;
         let snapshot = Snapshot::new(snapshot)?;
-        Ok(snapshot.candidates().map(|device| H::select(&config, device)).collect())
+        snapshot.candidates().map(|device| verdict::<H>(&config, device)).collect()
+    }
+
+    /// What the contract's `select` answers about one device.
+    pub fn verdict<H: Handler>(config: &H::Config, device: Device<'_>) -> Result<Verdict, HandlerError> {
+        if !H::select(config, device) {
+            return Ok(Verdict::Skip);
+        }
+        Ok(match H::partition(config, device) {
+            Partition::Alone => Verdict::Alone(H::group(config, &[device])?),
+            Partition::Key(key) => Verdict::Grouped(key),
+            Partition::All => Verdict::Grouped(String::new()),
+        })
     }
 
     pub fn group<H: Handler>(config: &str, snapshot: types::Snapshot) -> Result<Vec<DeviceGroup>, HandlerError> {
@@ -222,7 +268,7 @@ macro_rules! export_handler {
                 fn select(
                     config: String,
                     snapshot: $crate::bindings::devsieve::handler::types::Snapshot,
-                ) -> Result<Vec<bool>, $crate::HandlerError> {
+                ) -> Result<Vec<$crate::__private::Verdict>, $crate::HandlerError> {
                     $crate::__private::select::<$handler>(&config, snapshot)
                 }
                 fn group(

@@ -122,6 +122,13 @@ impl Handler for UdevRule {
         }
     }
 
+    /// One group per device, unless `groupRecursive` gathers devices under
+    /// their top-most selected ancestor: which one that is depends on the
+    /// other devices' verdicts, so then every device is grouped together.
+    fn partition(config: &Config, _: Device<'_>) -> Partition {
+        if config.group_recursive { Partition::All } else { Partition::Alone }
+    }
+
     fn group(config: &Config, selected: &[Device<'_>]) -> Result<Vec<DeviceGroup>, HandlerError> {
         config.rules()?;
         if !config.group_recursive {

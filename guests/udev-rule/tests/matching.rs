@@ -131,7 +131,15 @@ fn group(nodes: &[Node], config: &Config) -> Result<Vec<DeviceGroup>, HandlerErr
     let chosen = selected(nodes, config);
     let snapshot = Snapshot::from_parts(nodes.to_vec(), chosen).unwrap();
     let devices: Vec<_> = snapshot.candidates().collect();
-    UdevRule::group(config, &devices)
+    let groups = UdevRule::group(config, &devices);
+    // The host groups partition by partition: that must come to the same groups.
+    let all = Snapshot::from_parts(nodes.to_vec(), (0..nodes.len() as u32).collect()).unwrap();
+    assert_eq!(
+        devsieve_sdk::testing::partitioned::<UdevRule>(config, &all),
+        devsieve_sdk::testing::whole::<UdevRule>(config, &all),
+        "grouped by partition, the groups differ"
+    );
+    groups
 }
 
 #[test]

@@ -43,6 +43,15 @@ pub struct Config {
     /// Access to the granted nodes: any of `r`, `w`, `m` (default `rwm`).
     #[serde(default)]
     pub permissions: Option<String>,
+    /// [`check`]'s answer, on first use: `select` runs once per candidate.
+    #[serde(skip)]
+    checked: std::cell::OnceCell<Result<Checked, HandlerError>>,
+}
+
+impl Config {
+    fn checked(&self) -> Result<&Checked, HandlerError> {
+        self.checked.get_or_init(|| check(self)).as_ref().map_err(Clone::clone)
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -250,7 +259,7 @@ impl Handler for UsbId {
     type Config = Config;
 
     fn needs(config: &Config) -> Result<Requirements, HandlerError> {
-        let checked = check(config)?;
+        let checked = config.checked()?;
         let mut subsystems = vec!["usb"];
         if checked.include_children {
             subsystems.extend(CHILD_SUBSYSTEMS);
@@ -259,29 +268,53 @@ impl Handler for UsbId {
     }
 
     fn select(config: &Config, device: Device<'_>) -> bool {
-        let Ok(checked) = check(config) else {
+        let Ok(checked) = config.checked() else {
             return false;
         };
-        is_wanted_usb_device(&checked, device)
-            || (checked.include_children && device.devnode().is_some() && wanted_ancestor(&checked, device).is_some())
+        is_wanted_usb_device(checked, device)
+            || (checked.include_children && device.devnode().is_some() && wanted_ancestor(checked, device).is_some())
+    }
+
+    /// A device's group is its wanted `usb_device` with the children it
+    /// owns, named by vendor:product:serial unless another device has the
+    /// same (see `group`). So the key is that name when there is a serial
+    /// (every device that could share it is grouped at once), else the
+    /// `usb_device`'s devpath; a `usb_device` without a serial or children
+    /// stands alone.
+    fn partition(config: &Config, device: Device<'_>) -> Partition {
+        let Ok(checked) = config.checked() else {
+            return Partition::All;
+        };
+        let owner = if is_wanted_usb_device(checked, device) { Some(device) } else { wanted_ancestor(checked, device) };
+        let Some(owner) = owner else {
+            return Partition::All;
+        };
+        match serial(owner) {
+            Some(serial) => {
+                let id = |name| owner.attribute(name).map(str::trim).unwrap_or_default().to_ascii_lowercase();
+                Partition::Key(format!("{}:{}:{serial}", id("idVendor"), id("idProduct")))
+            }
+            None if checked.include_children => Partition::Key(owner.devpath().to_string()),
+            None => Partition::Alone,
+        }
     }
 
     fn group(config: &Config, selected: &[Device<'_>]) -> Result<Vec<DeviceGroup>, HandlerError> {
-        let checked = check(config)?;
+        let checked = config.checked()?;
         // Each matching usb_device with the selected descendants it owns
         // (a descendant belongs to its nearest matching usb_device).
         let mut owned: BTreeMap<u32, (Device<'_>, Vec<Device<'_>>)> = BTreeMap::new();
         for &device in selected {
-            if is_wanted_usb_device(&checked, device) {
+            if is_wanted_usb_device(checked, device) {
                 owned.entry(device.index()).or_insert((device, Vec::new()));
             }
         }
         if checked.include_children {
             for &device in selected {
-                if is_wanted_usb_device(&checked, device) || device.devnode().is_none() {
+                if is_wanted_usb_device(checked, device) || device.devnode().is_none() {
                     continue;
                 }
-                if let Some(root) = wanted_ancestor(&checked, device) {
+                if let Some(root) = wanted_ancestor(checked, device) {
                     owned.entry(root.index()).or_insert((root, Vec::new())).1.push(device);
                 }
             }

@@ -166,6 +166,12 @@ fn run(config: Value, nodes: Vec<Node>) -> Run {
         .map(|(i, _)| i as u32)
         .collect();
     let snapshot = Snapshot::from_parts(nodes.clone(), candidates).unwrap();
+    // The host groups partition by partition: that must come to the same groups.
+    assert_eq!(
+        devsieve_sdk::testing::partitioned::<UsbId>(&config, &snapshot),
+        devsieve_sdk::testing::whole::<UsbId>(&config, &snapshot),
+        "grouped by partition, the groups differ"
+    );
     let chosen: Vec<u32> = snapshot.candidates().filter(|d| UsbId::select(&config, *d)).map(|d| d.index()).collect();
     let snapshot = Snapshot::from_parts(nodes, chosen.clone()).unwrap();
     let selected: Vec<Device<'_>> = snapshot.candidates().collect();

@@ -10,12 +10,12 @@ wasmtime::component::bindgen!({
 });
 
 pub use devsieve::handler::types::{
-    DeviceGroup, DeviceNode, HandlerError as GuestError, HandlerInfo, Mount, Node, Origin, Requirements,
+    DeviceGroup, DeviceNode, HandlerError as GuestError, HandlerInfo, Mount, Node, Origin, Requirements, Verdict,
 };
 
 /// The contract version this agent speaks; a handler must export
 /// `devsieve:handler/discovery@` this version.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 pub const DISCOVERY_EXPORT_PREFIX: &str = "devsieve:handler/discovery@";
 
 /// The WIT `snapshot` record as the evaluator lowers it: each node borrowed

@@ -4,7 +4,8 @@
 //! mount must lie under an allowed root, and everything a container will be
 //! given must be well formed.
 
-use std::collections::HashSet;
+// Paths and ids the agent gathered itself: a fast hash is enough.
+use rustc_hash::FxHashSet;
 use std::path::{Component, Path, PathBuf};
 
 use super::bindings::{DeviceGroup, SnapshotView};
@@ -12,54 +13,89 @@ use super::bindings::{DeviceGroup, SnapshotView};
 /// The most containers one group may be shared by (a typo guard, not a policy).
 pub const MAX_SHARE: u32 = 10_000;
 
+/// Checks `groups` against the snapshot they were made from.
 pub fn groups(snapshot: &SnapshotView<'_>, groups: &[DeviceGroup], allowed_roots: &[PathBuf]) -> Result<(), String> {
-    let granted_paths: HashSet<&str> = snapshot
-        .nodes
-        .iter()
-        .flat_map(|node| node.devnode.into_iter().chain(node.devlinks.iter().map(String::as_str)))
-        .collect();
-    let mut ids = HashSet::new();
-    for (index, group) in groups.iter().enumerate() {
-        let at = |reason: String| format!("group {index} ({:?}): {reason}", group.id);
-        if group.id.is_empty() {
-            return Err(at("empty id".into()));
+    Checker::new(snapshot, allowed_roots).groups(groups)
+}
+
+/// What one snapshot lets a handler grant, gathered once for every group
+/// made from it (`select` answers with groups per device).
+pub struct Checker<'a> {
+    granted_paths: FxHashSet<&'a str>,
+    /// Per node of the snapshot: is it a candidate?
+    candidate: Vec<bool>,
+    allowed_roots: &'a [PathBuf],
+}
+
+impl<'a> Checker<'a> {
+    pub fn new(snapshot: &'a SnapshotView<'a>, allowed_roots: &'a [PathBuf]) -> Self {
+        let granted_paths = snapshot
+            .nodes
+            .iter()
+            .flat_map(|node| node.devnode.into_iter().chain(node.devlinks.iter().map(String::as_str)))
+            .collect();
+        let mut candidate = vec![false; snapshot.nodes.len()];
+        for &c in &snapshot.candidates {
+            if let Some(slot) = candidate.get_mut(c as usize) {
+                *slot = true;
+            }
         }
-        if !ids.insert(group.id.as_str()) {
-            return Err(at("id is used by another group".into()));
+        Checker { granted_paths, candidate, allowed_roots }
+    }
+
+    /// One call's groups: each well formed, and no id used twice.
+    pub fn groups(&self, groups: &[DeviceGroup]) -> Result<(), String> {
+        let mut ids = FxHashSet::default();
+        for (index, group) in groups.iter().enumerate() {
+            let at = |reason: String| format!("group {index} ({:?}): {reason}", group.id);
+            if !ids.insert(group.id.as_str()) {
+                return Err(at("id is used by another group".into()));
+            }
+            self.group(group).map_err(at)?;
+        }
+        Ok(())
+    }
+
+    fn group(&self, group: &DeviceGroup) -> Result<(), String> {
+        if group.id.is_empty() {
+            return Err("empty id".into());
         }
         if group.share == 0 || group.share > MAX_SHARE {
-            return Err(at(format!("share {} is not in 1..={MAX_SHARE}", group.share)));
+            return Err(format!("share {} is not in 1..={MAX_SHARE}", group.share));
         }
-        if let Some(member) = group.members.iter().find(|&&m| m as usize >= snapshot.nodes.len()) {
-            return Err(at(format!("member {member} is not a node of the snapshot")));
+        if let Some(member) = group.members.iter().find(|&&m| m as usize >= self.candidate.len()) {
+            return Err(format!("member {member} is not a node of the snapshot"));
+        }
+        if !group.members.iter().any(|&m| self.candidate[m as usize]) {
+            return Err("no member is one of the candidates it was given".into());
         }
         for node in &group.device_nodes {
-            if !granted_paths.contains(node.host_path.as_str()) {
-                return Err(at(format!("device node {} is not the node of any device it was given", node.host_path)));
+            if !self.granted_paths.contains(node.host_path.as_str()) {
+                return Err(format!("device node {} is not the node of any device it was given", node.host_path));
             }
             if let Some(container_path) = &node.container_path {
-                container_path_ok(container_path).map_err(&at)?;
+                container_path_ok(container_path)?;
             }
-            permissions_ok(&node.permissions).map_err(&at)?;
+            permissions_ok(&node.permissions)?;
         }
         for mount in &group.mounts {
             let host = Path::new(&mount.host_path);
-            if !is_normal_absolute(host) || !allowed_roots.iter().any(|root| host.starts_with(root)) {
-                return Err(at(format!(
+            if !is_normal_absolute(host) || !self.allowed_roots.iter().any(|root| host.starts_with(root)) {
+                return Err(format!(
                     "mount {} is outside the allowed roots ({})",
                     mount.host_path,
-                    allowed_roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
-                )));
+                    self.allowed_roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+                ));
             }
-            container_path_ok(&mount.container_path).map_err(&at)?;
+            container_path_ok(&mount.container_path)?;
         }
         for (name, _) in &group.env {
             if !env_name_ok(name) {
-                return Err(at(format!("env var name {name:?} is not a valid name")));
+                return Err(format!("env var name {name:?} is not a valid name"));
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Absolute, with no `.` or `..` (so `starts_with` on it means what it says).
@@ -172,6 +208,9 @@ mod tests {
         let mut g = group("/dev/ttyUSB0");
         g.members = vec![7];
         assert!(groups(&snapshot(), &[g], &roots).is_err());
+        let mut g = group("/dev/ttyUSB0");
+        g.members = vec![];
+        assert!(groups(&snapshot(), &[g], &roots).unwrap_err().contains("no member"), "a group stands for a candidate");
         let g = group("/dev/ttyUSB0");
         assert!(groups(&snapshot(), &[g.clone(), g], &roots).unwrap_err().contains("another group"));
         let mut g = group("/dev/ttyUSB0");

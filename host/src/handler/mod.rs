@@ -26,7 +26,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use bindings::{
     CONTRACT_VERSION, DISCOVERY_EXPORT_PREFIX, DeviceGroup, GuestError, HandlerInfo, HandlerPre, Requirements,
-    SnapshotView,
+    SnapshotView, Verdict,
 };
 use cache::ArtifactCache;
 pub use cache::CacheError;
@@ -55,7 +55,7 @@ pub enum Error {
     Load { handler: String, reason: String },
     #[error(
         "handler {handler}: built for contract devsieve:handler@{found}, but this agent speaks \
-         devsieve:handler@{CONTRACT_VERSION}; rebuild the handler against devsieve-sdk {CONTRACT_VERSION}"
+         devsieve:handler@{CONTRACT_VERSION}; rebuild the handler with a devsieve-sdk for contract {CONTRACT_VERSION}"
     )]
     Contract { handler: String, found: String },
     #[error("handler {handler}: exceeded its time budget of {budget:?} in `{call}`")]
@@ -302,7 +302,7 @@ pub struct LoadedHandler {
     group: ComponentExportIndex,
 }
 
-type SelectFunc<'a> = TypedFunc<(&'a str, &'a SnapshotView<'a>), (Result<Vec<bool>, GuestError>,)>;
+type SelectFunc<'a> = TypedFunc<(&'a str, &'a SnapshotView<'a>), (Result<Vec<Verdict>, GuestError>,)>;
 type GroupFunc<'a> = TypedFunc<(&'a str, &'a SnapshotView<'a>), (Result<Vec<DeviceGroup>, GuestError>,)>;
 
 impl std::fmt::Debug for LoadedHandler {
@@ -333,8 +333,16 @@ impl LoadedHandler {
         })
     }
 
-    /// One verdict per candidate of `snapshot`.
-    pub fn select(&self, runtime: &Runtime, config: &str, snapshot: &SnapshotView<'_>) -> Result<Vec<bool>, Error> {
+    /// One verdict per candidate of `snapshot`; the groups of `alone`
+    /// verdicts are checked against it as `group`'s are, and each must name
+    /// its device among its members.
+    pub fn select(
+        &self,
+        runtime: &Runtime,
+        config: &str,
+        snapshot: &SnapshotView<'_>,
+        allowed_roots: &[std::path::PathBuf],
+    ) -> Result<Vec<Verdict>, Error> {
         let verdicts = self.call(runtime, "select", |handler, store| {
             let instance = handler.instance(store)?;
             Ok(handler.select_func(store, &instance)?.call(&mut *store, (config, snapshot))?.0)
@@ -344,6 +352,16 @@ impl LoadedHandler {
                 "select",
                 format!("{} verdicts for {} candidates", verdicts.len(), snapshot.candidates.len()),
             ));
+        }
+        let checker = check::Checker::new(snapshot, allowed_roots);
+        for (verdict, &candidate) in verdicts.iter().zip(&snapshot.candidates) {
+            let Verdict::Alone(groups) = verdict else { continue };
+            let devpath = snapshot.nodes[candidate as usize].devpath;
+            let at = |reason: String| self.invalid("select", format!("the verdict on {devpath}: {reason}"));
+            checker.groups(groups).map_err(at)?;
+            if let Some(group) = groups.iter().find(|g| !g.members.contains(&candidate)) {
+                return Err(at(format!("group {:?} does not name the device among its members", group.id)));
+            }
         }
         Ok(verdicts)
     }

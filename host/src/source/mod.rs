@@ -32,6 +32,15 @@ pub trait DeviceSource: Send + Sync {
         let _ = (syspath, needs, candidate);
         None
     }
+
+    /// One path a pattern matches, read again after an inotify event named
+    /// it: `Some` table holding it if this source serves paths and it is
+    /// there, `Some` empty table if it serves paths and it is gone, `None`
+    /// if this source does not serve paths.
+    fn reread_path(&self, path: &std::path::Path, roots: &[PathBuf]) -> Option<DeviceTable> {
+        let _ = (path, roots);
+        None
+    }
 }
 
 /// Every source the agent reads, asked in turn.
@@ -62,5 +71,11 @@ impl Sources {
     /// them, after a udev event; `None` if no source knows it (it is gone).
     pub fn reread(&self, syspath: &std::path::Path, needs: &Requirements, candidate: bool) -> Option<DeviceTable> {
         self.sources.iter().find_map(|source| source.reread(syspath, needs, candidate))
+    }
+
+    /// One matched path read again after an inotify event: an empty table
+    /// when it is gone (or no source serves paths).
+    pub fn reread_path(&self, path: &std::path::Path, roots: &[PathBuf]) -> DeviceTable {
+        self.sources.iter().find_map(|source| source.reread_path(path, roots)).unwrap_or_default()
     }
 }

@@ -25,6 +25,49 @@ impl DeviceSource for PathSource {
         }
         Ok(())
     }
+
+    fn reread_path(&self, path: &Path, roots: &[PathBuf]) -> Option<DeviceTable> {
+        let mut table = DeviceTable::default();
+        // `symlink_metadata`: a dangling symlink is there (as `glob` lists it) until it is removed.
+        if roots.iter().any(|root| path.starts_with(root)) && std::fs::symlink_metadata(path).is_ok() {
+            table.add(node(path), None, true);
+        }
+        Some(table)
+    }
+}
+
+/// How a path an inotify event named bears on `pattern`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bearing {
+    /// The pattern matches the path: read it alone.
+    Match,
+    /// The path may be a directory on the way to matches (a symlink to a
+    /// directory, say): look at the whole pattern again.
+    OnTheWay,
+    /// Nothing the pattern can match.
+    None,
+}
+
+/// `glob` expands component by component, so a separator is only ever
+/// matched by a separator; a leading dot needs no literal dot.
+const MATCHING: glob::MatchOptions =
+    glob::MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: false };
+
+pub fn bearing(pattern: &str, path: &Path) -> Bearing {
+    let Ok(whole) = glob::Pattern::new(pattern) else { return Bearing::OnTheWay };
+    if whole.matches_path_with(path, MATCHING) {
+        return Bearing::Match;
+    }
+    let depth = path.components().count();
+    let components: Vec<_> = Path::new(pattern).components().collect();
+    if depth >= components.len() {
+        return Bearing::None;
+    }
+    let prefix: PathBuf = components[..depth].iter().collect();
+    match glob::Pattern::new(&prefix.to_string_lossy()) {
+        Ok(prefix) if !prefix.matches_path_with(path, MATCHING) => Bearing::None,
+        _ => Bearing::OnTheWay,
+    }
 }
 
 /// A pattern must be absolute, free of `.`/`..`, and its literal prefix must
@@ -107,6 +150,35 @@ mod tests {
         assert!(check_pattern("/dev/../etc/shadow", &roots).is_err());
         assert!(check_pattern("dev/tty*", &roots).is_err());
         assert!(check_pattern("/*", &roots).is_err());
+    }
+
+    #[test]
+    fn tells_how_a_named_path_bears_on_a_pattern() {
+        let at = |pattern, path: &str| bearing(pattern, Path::new(path));
+        assert_eq!(at("/dev/ttyUSB*", "/dev/ttyUSB3"), Bearing::Match);
+        assert_eq!(at("/dev/ttyUSB*", "/dev/ttyACM0"), Bearing::None);
+        assert_eq!(at("/dev/ttyUSB*", "/dev/sub/ttyUSB0"), Bearing::None, "`*` does not cross a `/`");
+        assert_eq!(at("/dev/serial/by-id/*", "/dev/serial/by-id/usb-1a86"), Bearing::Match);
+        assert_eq!(at("/dev/serial/by-id/*", "/dev/serial"), Bearing::OnTheWay);
+        assert_eq!(at("/dev/serial/by-id/*", "/dev/serial/by-id"), Bearing::OnTheWay);
+        assert_eq!(at("/dev/serial/by-id/*", "/dev/snd"), Bearing::None);
+        assert_eq!(at("/dev/snd/by-*/x*", "/dev/snd/by-path"), Bearing::OnTheWay);
+        assert_eq!(at("/dev/snd/by-*/x*", "/dev/snd/controlC0"), Bearing::None);
+        assert_eq!(at("/dev/x*", "/dev/.x1"), Bearing::None);
+        assert_eq!(at("/dev/*", "/dev/.hidden"), Bearing::Match, "as `glob` lists it");
+    }
+
+    #[test]
+    fn rereads_one_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let file = root.join("a0");
+        std::fs::write(&file, b"").unwrap();
+        let read = PathSource.reread_path(&file, std::slice::from_ref(&root)).unwrap();
+        assert!(read.is_candidate(&file.to_string_lossy()));
+        assert!(PathSource.reread_path(&root.join("gone"), std::slice::from_ref(&root)).unwrap().is_empty());
+        let outside = PathSource.reread_path(&file, &[PathBuf::from("/dev")]).unwrap();
+        assert!(outside.is_empty(), "a path outside the roots is never read");
     }
 
     #[test]

@@ -4,18 +4,22 @@
 //!   (inotify through the `inotify` crate, asking for entries created,
 //!   deleted and renamed only: `notify` also subscribes to opens and writes,
 //!   and under `/dev` that would wake the agent every time any process on
-//!   the node opened `/dev/null`). Directories that do not exist yet are
-//!   watched through their nearest existing ancestor, and the plan is made
-//!   again after every event, so `/dev/serial/by-id` is followed from the
-//!   moment it appears.
+//!   the node opened `/dev/null`). It reports the entries each event names,
+//!   so one new file among 10,000 is read alone; where an event cannot say
+//!   (a directory came or went, a watched directory itself moved, the queue
+//!   overflowed) it asks for a fresh look instead. Directories that do not
+//!   exist yet are watched through their nearest existing ancestor, and the
+//!   plan is made again after every such look, so `/dev/serial/by-id` is
+//!   followed from the moment it appears.
 //! - [`FileWatch`] watches the directories holding the config file and the
 //!   handler files (`notify`), which catches in-place writes and the atomic
 //!   `..data` symlink swap of a Kubernetes ConfigMap volume alike.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 
 use super::path::literal_prefix;
 
@@ -48,38 +52,86 @@ fn existing_ancestor(path: &Path) -> PathBuf {
     path.ancestors().find(|p| p.is_dir()).unwrap_or(Path::new("/")).to_path_buf()
 }
 
+/// What one batch of inotify events says changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PathChange {
+    /// Entries created, deleted or renamed (either name of a rename).
+    pub entries: BTreeSet<PathBuf>,
+    /// Something the entries cannot describe happened: look at everything
+    /// again (and plan the watches again).
+    pub rescan: bool,
+}
+
+impl PathChange {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && !self.rescan
+    }
+
+    pub fn extend(&mut self, other: PathChange) {
+        self.entries.extend(other.entries);
+        self.rescan |= other.rescan;
+    }
+
+    fn everything() -> PathChange {
+        PathChange { entries: BTreeSet::new(), rescan: true }
+    }
+}
+
+type Directories = Arc<Mutex<HashMap<WatchDescriptor, PathBuf>>>;
+
 /// inotify watches on a set of directories, read on a thread of its own.
 pub struct PathWatch {
     watches: Watches,
     watched: BTreeMap<PathBuf, WatchDescriptor>,
+    /// The same watches by descriptor, for the reading thread to name entries.
+    directories: Directories,
 }
 
 impl PathWatch {
     /// Calls `on_change` (on the watch thread) after every batch of events,
     /// until it returns false.
-    pub fn start(mut on_change: impl FnMut() -> bool + Send + 'static) -> std::io::Result<PathWatch> {
+    pub fn start(mut on_change: impl FnMut(PathChange) -> bool + Send + 'static) -> std::io::Result<PathWatch> {
         let mut inotify = Inotify::init()?;
         let watches = inotify.watches();
+        let directories: Directories = Arc::default();
+        let named = directories.clone();
         std::thread::Builder::new().name("devsieve-paths".into()).spawn(move || {
             let mut buffer = [0u8; 4096];
             loop {
                 match inotify.read_events_blocking(&mut buffer) {
                     Ok(events) => {
-                        // Removing a watch queues an IGNORED event: not a change.
-                        if events.filter(|e| !e.mask.contains(inotify::EventMask::IGNORED)).count() > 0 && !on_change()
-                        {
+                        let mut change = PathChange::default();
+                        let directories = named.lock().expect("watch table");
+                        for event in events {
+                            // Removing a watch queues an IGNORED event: not a change.
+                            if event.mask.contains(EventMask::IGNORED) {
+                                continue;
+                            }
+                            let dir = directories.get(&event.wd);
+                            match (dir, event.name) {
+                                (Some(dir), Some(name)) if !event.mask.contains(EventMask::ISDIR) => {
+                                    change.entries.insert(dir.join(name));
+                                }
+                                // A directory came or went, a watched one moved, or the queue overflowed.
+                                _ => change.rescan = true,
+                            }
+                        }
+                        drop(directories);
+                        if !change.is_empty() && !on_change(change) {
                             return;
                         }
                     }
                     Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(error) => {
                         tracing::error!(%error, "reading inotify events failed; path changes are no longer seen");
+                        // What changed from now on is unknown: one last full look.
+                        on_change(PathChange::everything());
                         return;
                     }
                 }
             }
         })?;
-        Ok(PathWatch { watches, watched: BTreeMap::new() })
+        Ok(PathWatch { watches, watched: BTreeMap::new(), directories })
     }
 
     /// Watches exactly `dirs` (adding and removing watches as needed).
@@ -87,6 +139,7 @@ impl PathWatch {
         let stale: Vec<PathBuf> = self.watched.keys().filter(|d| !dirs.contains(*d)).cloned().collect();
         for dir in stale {
             if let Some(wd) = self.watched.remove(&dir) {
+                self.directories.lock().expect("watch table").remove(&wd);
                 // Fails when the directory is gone, which removed the watch already.
                 let _ = self.watches.remove(wd);
             }
@@ -104,6 +157,7 @@ impl PathWatch {
             }
             match self.watches.add(dir, mask) {
                 Ok(wd) => {
+                    self.directories.lock().expect("watch table").insert(wd.clone(), dir.clone());
                     self.watched.insert(dir.clone(), wd);
                 }
                 Err(error) => tracing::warn!(dir = %dir.display(), %error, "cannot watch a directory"),
@@ -191,20 +245,27 @@ mod tests {
     fn reports_entries_created_and_removed_but_not_opened() {
         let root = tempfile::tempdir().unwrap();
         let (tx, rx) = mpsc::channel();
-        let mut watch = PathWatch::start(move || tx.send(()).is_ok()).unwrap();
+        let mut watch = PathWatch::start(move |change| tx.send(change).is_ok()).unwrap();
         watch.set(&[root.path().to_path_buf()].into());
         let file = root.path().join("ttyUSB0");
+        let named = |path: &Path| PathChange { entries: [path.to_path_buf()].into(), rescan: false };
         std::fs::write(&file, b"").unwrap();
-        rx.recv_timeout(Duration::from_secs(5)).expect("a created file is reported");
+        let created = rx.recv_timeout(Duration::from_secs(5)).expect("a created file is reported");
+        assert_eq!(created, named(&file), "the event names the file");
         while rx.try_recv().is_ok() {}
         // Reading and writing the file is not a change of what the pattern matches.
         std::fs::write(&file, b"x").unwrap();
         let _ = std::fs::read(&file).unwrap();
         std::fs::remove_file(&file).unwrap();
-        rx.recv_timeout(Duration::from_secs(5)).expect("a removed file is reported");
+        let removed = rx.recv_timeout(Duration::from_secs(5)).expect("a removed file is reported");
+        assert_eq!(removed, named(&file));
         assert!(
             rx.recv_timeout(Duration::from_millis(50)).is_err(),
             "one event batch per removal, none for open/write"
         );
+        // A directory cannot be described by its name alone (patterns may go through it).
+        std::fs::create_dir(root.path().join("by-id")).unwrap();
+        let dir = rx.recv_timeout(Duration::from_secs(5)).expect("a new directory is reported");
+        assert!(dir.rescan, "a new directory asks for a fresh look: {dir:?}");
     }
 }

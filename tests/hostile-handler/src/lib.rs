@@ -19,6 +19,12 @@ pub enum Misbehave {
     Shadow,
     /// Mount /etc into the container.
     Mount,
+    /// Stand alone, and grant /etc/shadow from `select`.
+    AloneShadow,
+    /// Stand alone, every device's group with one id.
+    SameId,
+    /// A key per device, then one group joining all of them.
+    MixedKeys,
 }
 
 #[derive(serde::Deserialize)]
@@ -61,12 +67,39 @@ impl Handler for Hostile {
         }
     }
 
+    fn partition(config: &Config, device: Device<'_>) -> Partition {
+        match config.misbehave {
+            Misbehave::AloneShadow | Misbehave::SameId => Partition::Alone,
+            Misbehave::MixedKeys => Partition::Key(device.devpath().to_string()),
+            _ => Partition::All,
+        }
+    }
+
     fn group(config: &Config, selected: &[Device<'_>]) -> Result<Vec<DeviceGroup>, HandlerError> {
         let mut groups: Vec<DeviceGroup> = selected.iter().filter_map(|d| d.single_group("rw")).collect();
         match config.misbehave {
+            Misbehave::AloneShadow => {
+                for group in &mut groups {
+                    group.device_nodes[0].host_path = "/etc/shadow".into();
+                }
+            }
+            Misbehave::SameId => {
+                for group in &mut groups {
+                    group.id = "same".into();
+                }
+            }
+            Misbehave::MixedKeys => {
+                let mut all = groups.remove(0);
+                for group in groups.drain(..) {
+                    all.members.extend(group.members);
+                    all.device_nodes.extend(group.device_nodes);
+                }
+                groups.push(all);
+            }
+            // Each names a device it was given, so only what it grants is wrong.
             Misbehave::Shadow => groups.push(DeviceGroup {
                 id: "shadow".into(),
-                members: vec![],
+                members: selected.iter().take(1).map(Device::index).collect(),
                 device_nodes: vec![DeviceNode {
                     host_path: "/etc/shadow".into(),
                     container_path: None,
@@ -78,7 +111,7 @@ impl Handler for Hostile {
             }),
             Misbehave::Mount => groups.push(DeviceGroup {
                 id: "etc".into(),
-                members: vec![],
+                members: selected.iter().take(1).map(Device::index).collect(),
                 device_nodes: vec![],
                 mounts: vec![Mount { host_path: "/etc".into(), container_path: "/host-etc".into(), read_only: true }],
                 env: vec![],
