@@ -194,14 +194,9 @@ impl ResourceEval {
                 || change.entries.iter().any(|e| self.bearing(e) == Bearing::OnTheWay))
     }
 
-    /// How `entry` bears on this resource's patterns, the strongest first.
+    /// How `entry` bears on this resource's patterns: the strongest bearing.
     fn bearing(&self, entry: &Path) -> Bearing {
-        let bearings = self.prepared.needs.paths.iter().map(|pattern| bearing(pattern, entry));
-        bearings.fold(Bearing::None, |strongest, b| match (strongest, b) {
-            (Bearing::OnTheWay, _) | (_, Bearing::OnTheWay) => Bearing::OnTheWay,
-            (Bearing::Match, _) | (_, Bearing::Match) => Bearing::Match,
-            _ => Bearing::None,
-        })
+        self.prepared.needs.paths.iter().map(|pattern| bearing(pattern, entry)).max().unwrap_or(Bearing::None)
     }
 
     /// Updates the table from a udev event (reading the device again).

@@ -36,16 +36,17 @@ impl DeviceSource for PathSource {
     }
 }
 
-/// How a path an inotify event named bears on `pattern`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a path an inotify event named bears on `pattern`, weakest first
+/// (over several patterns, the strongest decides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Bearing {
+    /// Nothing the pattern can match.
+    None,
     /// The pattern matches the path: read it alone.
     Match,
     /// The path may be a directory on the way to matches (a symlink to a
     /// directory, say): look at the whole pattern again.
     OnTheWay,
-    /// Nothing the pattern can match.
-    None,
 }
 
 /// `glob` expands component by component, so a separator is only ever
