@@ -44,6 +44,7 @@ fn main() {
         for guest in GUESTS {
             let file = format!("devsieve_{}.wasm", guest.replace('-', "_"));
             copy(&dir.join(&file), &out_dir.join(&file));
+            emit_digest(guest, &out_dir.join(&file));
         }
         println!("cargo:rustc-env=DEVSIEVE_TEST_GUESTS_DIR={}", dir.display());
         println!("cargo:rustc-env=DEVSIEVE_EXAMPLE_HANDLER={}", dir.join(EXAMPLE_FILE).display());
@@ -80,6 +81,9 @@ fn main() {
         let file = format!("devsieve_{}.wasm", guest.replace('-', "_"));
         let built = target_dir.join(TARGET).join(PROFILE).join(&file);
         copy(&built, &out_dir.join(&file));
+        if GUESTS.contains(guest) {
+            emit_digest(guest, &out_dir.join(&file));
+        }
     }
     println!("cargo:rustc-env=DEVSIEVE_TEST_GUESTS_DIR={}", out_dir.display());
 
@@ -101,6 +105,15 @@ fn main() {
     let built = target_dir.join(TARGET).join("release").join(EXAMPLE_FILE);
     copy(&built, &out_dir.join(EXAMPLE_FILE));
     println!("cargo:rustc-env=DEVSIEVE_EXAMPLE_HANDLER={}", out_dir.join(EXAMPLE_FILE).display());
+}
+
+/// `DEVSIEVE_DIGEST_<GUEST>`: the component's `sha256:<hex>`, so the agent
+/// finds a built-in's compiled code without reading the component.
+fn emit_digest(guest: &str, file: &Path) {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(file).unwrap_or_else(|error| panic!("reading {}: {error}", file.display()));
+    let name = guest.replace('-', "_").to_uppercase();
+    println!("cargo:rustc-env=DEVSIEVE_DIGEST_{name}=sha256:{:x}", Sha256::digest(&bytes));
 }
 
 fn copy(from: &Path, to: &Path) {

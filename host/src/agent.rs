@@ -78,6 +78,8 @@ pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<()
             Err(error) => errors.push(error.to_string()),
         }
     }
+    // The loaded handlers keep none of the components' bytes; nor does the agent.
+    drop(fetched);
     if !errors.is_empty() {
         return Err(AgentError::Prepare {
             file: config.file.clone(),

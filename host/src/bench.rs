@@ -160,7 +160,7 @@ pub fn run(runtime: &Runtime, count: usize, runs: usize) -> anyhow::Result<Resul
     let started = Instant::now();
     let handlers = builtin::BUILTINS
         .iter()
-        .map(|(name, bytes)| Ok((*name, runtime.load(name, bytes)?)))
+        .map(|builtin| Ok((builtin.name, runtime.load(builtin.name, builtin.bytes, builtin.digest)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let load_all_builtins_ms = ms(started.elapsed());
     let rss_loaded_kib = rss_kib();

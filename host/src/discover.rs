@@ -117,7 +117,7 @@ fn load(runtime: &Runtime, resource: &Resource, fetched: &Fetched) -> Result<Arc
         }
     };
     runtime
-        .load(&resource.handler.to_string(), &bytes.bytes)
+        .load(&resource.handler.to_string(), &bytes.bytes, &bytes.digest)
         .map_err(|error| ResourceError::Handler { resource: resource.name.clone(), error })
 }
 

@@ -436,7 +436,7 @@ mod tests {
     use super::*;
     use crate::config::{HandlerRef, Resource};
     use crate::handler::bindings::{Node, Origin, Requirements};
-    use crate::handler::{Limits, builtin};
+    use crate::handler::{Compiler, Limits, builtin};
     use crate::snapshot::tests::node;
     use crate::source::{DeviceSource, SourceError};
 
@@ -451,8 +451,8 @@ mod tests {
     }
 
     fn prepared(runtime: &Runtime, handler: &str, config: &str) -> Prepared {
-        let bytes = builtin::BUILTINS.iter().find(|(name, _)| *name == handler).unwrap().1;
-        let handler_ref = runtime.load(handler, bytes).unwrap();
+        let builtin = builtin::get(handler).unwrap();
+        let handler_ref = runtime.load(handler, builtin.bytes, builtin.digest).unwrap();
         let needs = handler_ref.needs(runtime, config).unwrap();
         Prepared {
             resource: Resource {
@@ -513,7 +513,7 @@ mod tests {
     /// compares with a fresh evaluation of the same table and with grouping
     /// every selected device at once.
     fn incremental_matches_fresh(handler: &str, config: &str, changes: &[&dyn Fn(&mut DeviceTable)]) {
-        let runtime = Runtime::new(None, Limits::default()).unwrap();
+        let runtime = Runtime::new(None, Limits::default(), Compiler::in_process()).unwrap();
         let table = Arc::new(Mutex::new(DeviceTable::default()));
         let sources = Sources::new(vec![Box::new(Held(table.clone()))]);
         let mut eval = ResourceEval::new(prepared(&runtime, handler, config));

@@ -47,7 +47,7 @@ pub async fn fetch(loader: &Loader, text: &str) -> Result<(HandlerRef, HandlerBy
 
 /// Compiles the fetched handler and asks its metadata (outside any tokio runtime).
 pub fn inspect(runtime: &Runtime, (reference, bytes): (HandlerRef, HandlerBytes)) -> Result<Inspection, InspectError> {
-    let handler = runtime.load(&reference.to_string(), &bytes.bytes)?;
+    let handler = runtime.load(&reference.to_string(), &bytes.bytes, &bytes.digest)?;
     let info = handler.info();
     Ok(Inspection {
         reference: reference.to_string(),

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use devsieve::agent::{self, AgentOptions};
 use devsieve::config::Config;
 use devsieve::evaluator::Coalescing;
-use devsieve::handler::{Limits, Runtime};
+use devsieve::handler::{Compiler, Limits, Runtime};
 use devsieve::inspect;
 use devsieve::loader::{Loader, LoaderOptions};
 use devsieve::{bench, discover, output, source::Sources, status};
@@ -119,6 +119,10 @@ enum Command {
         #[arg(long, default_value_t = 21)]
         runs: usize,
     },
+    /// Compile the handler component on stdin; its artifact goes to stdout.
+    /// The agent runs this as its child, so it never holds a compiler itself.
+    #[command(hide = true)]
+    CompileHandler,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:9470";
@@ -167,13 +171,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime(cli: &Cli) -> anyhow::Result<Runtime> {
+/// The agent compiles handlers in a child process; one-shot commands in-process.
+fn runtime(cli: &Cli, compiler: Compiler) -> anyhow::Result<Runtime> {
     let cache_dir = if cli.no_cache { None } else { cli.cache_dir.clone().or_else(default_cache_dir) };
     let limits = Limits {
         memory_bytes: cli.handler_memory_mib << 20,
         time_budget: std::time::Duration::from_millis(cli.handler_time_budget_ms),
     };
-    Ok(Runtime::new(cache_dir.as_deref(), limits)?)
+    Ok(Runtime::new(cache_dir.as_deref(), limits, compiler)?)
 }
 
 fn loader(cli: &Cli) -> Loader {
@@ -210,7 +215,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Discover { config, json } => {
             let config = Config::load(config)?;
-            let runtime = runtime(&cli)?;
+            let runtime = runtime(&cli, Compiler::in_process())?;
             let fetched = block_on(discover::fetch(&loader(&cli), &config))?;
             let reports = discover::discover(&runtime, &fetched, &Sources::local(), &config);
             print!("{}", if *json { output::json(&reports) + "\n" } else { output::table(&reports) });
@@ -219,7 +224,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Validate { config } => {
             let config = Config::load(config)?;
-            let runtime = runtime(&cli)?;
+            let runtime = runtime(&cli, Compiler::in_process())?;
             let mut failed = false;
             let fetched = block_on(discover::fetch(&loader(&cli), &config))?;
             for prepared in discover::prepare(&runtime, &fetched, &config) {
@@ -243,7 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 coalescing: Coalescing { settle: *event_settle, ..Coalescing::default() },
                 register_timeout: *register_timeout,
             };
-            agent::run(options, runtime(&cli)?, loader(&cli))?;
+            agent::run(options, runtime(&cli, Compiler::this_executable())?, loader(&cli))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { listen, json } => {
@@ -256,7 +261,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Handler { command: HandlerCommand::Inspect { reference, json } } => {
-            let runtime = runtime(&cli)?;
+            let runtime = runtime(&cli, Compiler::in_process())?;
             let fetched = block_on(inspect::fetch(&loader(&cli), reference))??;
             let inspection = inspect::inspect(&runtime, fetched)?;
             if *json {
@@ -267,10 +272,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { devices, runs } => {
-            let runtime = runtime(&cli)?;
+            let runtime = runtime(&cli, Compiler::in_process())?;
             let results = bench::run(&runtime, *devices, (*runs).max(1)).context("benchmark")?;
             println!("{}", serde_json::to_string_pretty(&results)?);
             Ok(ExitCode::SUCCESS)
         }
+        // Only the reason on stderr, unprefixed: the agent reports it as the handler's load error.
+        Command::CompileHandler => Ok(match devsieve::handler::compile_stdin_to_stdout() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(reason) => {
+                eprintln!("{reason}");
+                ExitCode::FAILURE
+            }
+        }),
     }
 }

@@ -1,4 +1,5 @@
-//! The on-disk cache of compiled handlers, so a restart pays no compilation.
+//! The on-disk cache of compiled handlers, so a restart pays no compilation,
+//! and the one place compiled code is loaded.
 //!
 //! An artifact is keyed by the component's sha256 and the engine's
 //! compatibility hash (wasmtime version, target, settings), so a new agent
@@ -73,23 +74,35 @@ impl ArtifactCache {
         }
     }
 
-    /// Stores `component`'s compiled form; failures are logged, not fatal.
-    pub fn store(&self, digest: &str, component: &Component) {
+    /// Stores the artifact compiled from `digest` and loads it from there, so
+    /// its code is mapped from the file (clean pages the kernel can take back)
+    /// rather than copied; `None` (logged) if it could not be written.
+    pub fn store(&self, engine: &Engine, digest: &str, artifact: &[u8]) -> Option<Component> {
         let path = self.path_for(digest);
-        if let Err(error) = self.write_atomically(&path, component) {
-            tracing::warn!(path = %path.display(), %error, "could not cache a compiled handler");
+        match write_atomically(&path, artifact) {
+            Ok(()) => self.load(engine, digest),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "could not cache a compiled handler");
+                None
+            }
         }
     }
+}
 
-    fn write_atomically(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
-        let bytes = component.serialize()?;
-        let temp = path.with_extension(format!("tmp{}", std::process::id()));
-        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        Ok(())
-    }
+/// Loads an artifact from memory that this program's own compiler just made.
+pub(super) fn load_fresh_artifact(engine: &Engine, artifact: &[u8]) -> Result<Component, String> {
+    // SAFETY: the caller hands in what `Compiler::compile` returned: an
+    // artifact this executable compiled (in-process or as its child) a moment
+    // ago. wasmtime still checks its header, version and settings.
+    unsafe { Component::deserialize(engine, artifact) }.map_err(|e| format!("{e:#}"))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)
 }
 
 fn owned_by_us_and_private(meta: &std::fs::Metadata) -> bool {

@@ -10,6 +10,7 @@ pub mod bindings;
 pub mod builtin;
 mod cache;
 pub mod check;
+mod compile;
 mod watchdog;
 
 use std::path::Path;
@@ -30,6 +31,7 @@ use bindings::{
 };
 use cache::ArtifactCache;
 pub use cache::CacheError;
+pub use compile::{Compiler, compile_stdin_to_stdout};
 
 /// What a call may use.
 #[derive(Clone, Copy, Debug)]
@@ -127,11 +129,13 @@ impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
     }
 }
 
-/// The engine, the linker and the compiled-artifact cache, shared by all handlers.
+/// The engine, the linker and the compiled-artifact cache, shared by all
+/// handlers. The engine only loads compiled code; `compiler` makes it.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<Sandbox>,
     cache: Option<ArtifactCache>,
+    compiler: Compiler,
     watchdog: watchdog::Watchdog,
     limits: Limits,
 }
@@ -139,11 +143,9 @@ pub struct Runtime {
 impl Runtime {
     /// `cache_dir`: where compiled handlers are kept across restarts (none:
     /// compile on every start).
-    pub fn new(cache_dir: Option<&Path>, limits: Limits) -> Result<Self, Error> {
+    pub fn new(cache_dir: Option<&Path>, limits: Limits, compiler: Compiler) -> Result<Self, Error> {
         let fail = |reason: String| Error::Load { handler: "(runtime)".into(), reason };
-        let mut config = wasmtime::Config::new();
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| fail(format!("{e:#}")))?;
+        let engine = Engine::new(&compile::engine_config(false)).map_err(|e| fail(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         // Guests built for wasm32-wasip2 import WASI's interfaces even when
         // unused; link them, then grant nothing in `WasiCtx`.
@@ -159,7 +161,7 @@ impl Runtime {
             None => None,
         };
         let watchdog = watchdog::Watchdog::start(engine.clone());
-        Ok(Runtime { engine, linker, cache, watchdog, limits })
+        Ok(Runtime { engine, linker, cache, compiler, watchdog, limits })
     }
 
     pub fn limits(&self) -> Limits {
@@ -167,10 +169,16 @@ impl Runtime {
     }
 
     /// Compiles (or loads from the cache) and pre-instantiates a handler.
-    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedHandler>, Error> {
+    /// `digest` is the `sha256:<hex>` of `bytes` that the loader verified (or
+    /// build.rs computed): with a warm cache `bytes` are not read at all.
+    pub fn load(&self, name: &str, bytes: &[u8], digest: &str) -> Result<Arc<LoadedHandler>, Error> {
         let fail = |reason: String| Error::Load { handler: name.to_string(), reason };
-        let digest = format!("sha256:{:x}", Sha256::digest(bytes));
-        let digest_hex = &digest["sha256:".len()..];
+        debug_assert_eq!(digest, format!("sha256:{:x}", Sha256::digest(bytes)), "the digest of {name}'s bytes");
+        // It names a file in the cache: nothing but 64 hex digits.
+        let digest_hex = digest
+            .strip_prefix("sha256:")
+            .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| fail(format!("{digest:?} is not a sha256 digest")))?;
         let cached = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, digest_hex));
         let component = match cached {
             Some(component) => {
@@ -186,12 +194,9 @@ impl Runtime {
                             .into(),
                     ));
                 }
-                let component = Component::new(&self.engine, bytes).map_err(|e| fail(format!("{e:#}")))?;
+                let artifact = self.compiler.compile(bytes).map_err(fail)?;
                 tracing::debug!(handler = name, %digest, elapsed = ?started.elapsed(), "compiled the handler");
-                if let Some(cache) = &self.cache {
-                    cache.store(digest_hex, &component);
-                }
-                component
+                self.from_artifact(digest_hex, &artifact).map_err(fail)?
             }
         };
         self.check_contract(name, &component)?;
@@ -206,7 +211,7 @@ impl Runtime {
         };
         let mut handler = LoadedHandler {
             name: name.to_string(),
-            digest,
+            digest: digest.to_string(),
             size: bytes.len(),
             info: HandlerInfo { name: String::new(), version: String::new(), contract: String::new() },
             select: export("select")?,
@@ -225,6 +230,15 @@ impl Runtime {
             return Err(Error::Contract { handler: name.into(), found: handler.info.contract.clone() });
         }
         Ok(Arc::new(handler))
+    }
+
+    /// Loads what the compiler made: through the cache if there is one, so
+    /// the code is mapped from its file; otherwise copied from memory.
+    fn from_artifact(&self, digest_hex: &str, artifact: &[u8]) -> Result<Component, String> {
+        if let Some(component) = self.cache.as_ref().and_then(|cache| cache.store(&self.engine, digest_hex, artifact)) {
+            return Ok(component);
+        }
+        cache::load_fresh_artifact(&self.engine, artifact)
     }
 
     /// Refuses a component that exports another version of the contract, with

@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, WatchEvent, WatchParams};
@@ -37,7 +38,7 @@ fn extract(inner: &Inner, cm: &ConfigMapRef, object: &ConfigMap) -> Result<Handl
         }
         return Ok(HandlerBytes {
             digest: sha256_digest(bytes),
-            bytes: bytes.as_slice().into(),
+            bytes: Bytes::copy_from_slice(bytes),
             origin: format!("{reference} (resourceVersion {version})"),
             pinned: None,
         });

@@ -8,7 +8,7 @@
 //! // Handler calls (load, needs, select, group) block: run them off the async
 //! // threads (spawn_blocking or a plain thread), never inside an async task —
 //! // wasmtime-wasi's sync bindings `block_on` and panic there.
-//! let handler = runtime.load(&resource.handler.to_string(), &bytes.bytes)?;
+//! let handler = runtime.load(&resource.handler.to_string(), &bytes.bytes, &bytes.digest)?;
 //! if let Some(mut updates) = loader.watch(&resource.handler) {  // ConfigMaps only
 //!     while updates.changed().await.is_ok() {
 //!         match &*updates.borrow_and_update() {
@@ -43,6 +43,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::config::{ConfigMapRef, HandlerRef};
@@ -53,7 +54,8 @@ pub use oci::default_docker_config;
 /// A handler component and where it came from.
 #[derive(Clone, Debug)]
 pub struct HandlerBytes {
-    pub bytes: Arc<[u8]>,
+    /// A built-in's are borrowed from the binary, not copied.
+    pub bytes: Bytes,
     /// `sha256:<hex>` of `bytes` (verified).
     pub digest: String,
     /// Where the bytes came from, for logs and `handler inspect`, e.g.
@@ -220,13 +222,13 @@ impl Loader {
         let cap = self.inner.options.max_module_bytes;
         match reference {
             HandlerRef::Builtin(name) => {
-                let bytes = builtin::get(name).ok_or_else(|| LoadError::Artifact {
+                let builtin = builtin::get(name).ok_or_else(|| LoadError::Artifact {
                     reference: reference.to_string(),
                     reason: "no such built-in handler".into(),
                 })?;
                 Ok(HandlerBytes {
-                    digest: sha256_digest(bytes),
-                    bytes: bytes.into(),
+                    digest: builtin.digest.to_string(),
+                    bytes: Bytes::from_static(builtin.bytes),
                     origin: "built in".into(),
                     pinned: None,
                 })
@@ -397,7 +399,7 @@ mod tests {
         std::fs::write(&file, b"\0asm").unwrap();
         runtime().block_on(async {
             let builtin = loader.fetch(&HandlerRef::Builtin("glob".into())).await.unwrap();
-            assert_eq!(builtin.digest, sha256_digest(builtin::get("glob").unwrap()));
+            assert_eq!(builtin.digest, sha256_digest(builtin::get("glob").unwrap().bytes), "build.rs's digest");
             let from_file = loader.fetch(&HandlerRef::File(file.clone())).await.unwrap();
             assert_eq!(&*from_file.bytes, b"\0asm");
             assert!(loader.watch(&HandlerRef::File(file.clone())).is_none());
