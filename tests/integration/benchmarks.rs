@@ -93,6 +93,22 @@ async fn suite() {
     println!("{text}\nwritten to {}", out.display());
 }
 
+/// The idle scenario alone, after one start that fills the compiled-handler
+/// cache as the suite's earlier scenarios do: for working on memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: the idle figures of the suite, alone"]
+async fn idle_alone() {
+    let node = Node::new();
+    node.write_config(BUILTINS_CONFIG);
+    let kubelet = KubeletSim::start(node.plugins()).unwrap();
+    let mut agent = Agent::start(&node.config(), &node.plugins(), &QUIET);
+    for resource in BUILTINS {
+        kubelet.wait_registered(resource, WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    }
+    assert!(agent.terminate(WAIT).expect("the agent stops on SIGTERM").success());
+    println!("{}", serde_json::to_string_pretty(&idle().await).unwrap());
+}
+
 /// Spawn → every built-in resource registered, one fresh agent per run; a
 /// first run, not counted, fills the compiled-handler cache.
 async fn start_to_registered() -> Vec<Duration> {
