@@ -13,6 +13,7 @@ pub mod config;
 pub mod discover;
 pub mod evaluate;
 pub mod evaluator;
+pub mod files;
 pub mod handler;
 pub mod inspect;
 pub mod kubelet;

@@ -10,12 +10,13 @@
 #![allow(unsafe_code)]
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+use crate::files::write_atomically;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -95,14 +96,6 @@ pub(super) fn load_fresh_artifact(engine: &Engine, artifact: &[u8]) -> Result<Co
     // artifact this executable compiled (in-process or as its child) a moment
     // ago. wasmtime still checks its header, version and settings.
     unsafe { Component::deserialize(engine, artifact) }.map_err(|e| format!("{e:#}"))
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)
 }
 
 fn owned_by_us_and_private(meta: &std::fs::Metadata) -> bool {

@@ -11,13 +11,13 @@
 //! Writes go to a temp file that is renamed into place. Failures to write
 //! are logged, never fatal: the cache only saves work.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::LoadError;
+use crate::files::write_atomically;
 
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256_digest(bytes: &[u8]) -> String {
@@ -106,14 +106,6 @@ impl BlobCache {
         let digest = lines.next()?;
         (lines.next() == Some(reference) && sha256_hex(digest).is_some()).then(|| digest.to_string())
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)
 }
 
 #[cfg(test)]
