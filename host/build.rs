@@ -110,7 +110,7 @@ fn main() {
 }
 
 /// Links the agent with DT_RELR (`-z pack-relative-relocs`): its relative
-/// relocations take 50 KB instead of 1.3 MB, pages the dynamic loader reads
+/// relocations take 20 KB instead of 1.3 MB, pages the dynamic loader reads
 /// at every start and that stayed resident. Needs glibc 2.36 at run time (the
 /// binary then says so: it requires `GLIBC_ABI_DT_RELR`), so it is used when
 /// building natively for Linux/glibc on a glibc that new.

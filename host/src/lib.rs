@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod bench;
 pub mod config;
+pub mod digest;
 pub mod discover;
 pub mod evaluate;
 pub mod evaluator;

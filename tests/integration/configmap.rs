@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use devsieve::config::{ConfigMapRef, HandlerRef};
-use devsieve::loader::blobs::sha256_digest;
+use devsieve::digest::sha256_digest;
 use devsieve::loader::{Loader, LoaderOptions, WatchItem};
 
 use crate::common::*;

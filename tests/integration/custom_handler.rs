@@ -38,7 +38,7 @@ fn handler_inspect_shows_metadata_contract_size_and_digest() {
     assert_eq!(info["version"], "1.0.0");
     assert_eq!(info["contract"], "devsieve:handler@0.2.0");
     assert_eq!(info["size"], bytes.len());
-    assert_eq!(info["digest"], devsieve::loader::blobs::sha256_digest(&bytes));
+    assert_eq!(info["digest"], devsieve::digest::sha256_digest(&bytes));
 
     // The contract check holds for inspect too.
     let output = devsieve().args(["handler", "inspect"]).arg(test_guest("old-contract-handler")).output().unwrap();

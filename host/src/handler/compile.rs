@@ -9,7 +9,7 @@
 //! from [`engine_config`], which is what makes the artifacts load.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
@@ -62,7 +62,7 @@ fn precompile(engine: &Engine, component: &[u8]) -> Result<Vec<u8>, String> {
     engine.precompile_component(component).map_err(|e| format!("{e:#}"))
 }
 
-fn compile_in_child(program: &PathBuf, component: &[u8]) -> Result<Vec<u8>, String> {
+fn compile_in_child(program: &Path, component: &[u8]) -> Result<Vec<u8>, String> {
     let spawn_error = |e: std::io::Error| format!("could not run the compiler ({} compile-handler): {e}", program.display());
     let mut child = Command::new(program)
         .arg("compile-handler")

@@ -17,7 +17,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::{
     Component, ComponentExportIndex, Instance, Linker, ResourceTable, TypedFunc, types::ComponentItem,
 };
@@ -29,6 +28,7 @@ use bindings::{
     CONTRACT_VERSION, DISCOVERY_EXPORT_PREFIX, DeviceGroup, GuestError, HandlerInfo, HandlerPre, Requirements,
     SnapshotView, Verdict,
 };
+use crate::digest::{sha256_digest, sha256_hex};
 use cache::ArtifactCache;
 pub use cache::CacheError;
 pub use compile::{Compiler, compile_stdin_to_stdout};
@@ -173,12 +173,9 @@ impl Runtime {
     /// build.rs computed): with a warm cache `bytes` are not read at all.
     pub fn load(&self, name: &str, bytes: &[u8], digest: &str) -> Result<Arc<LoadedHandler>, Error> {
         let fail = |reason: String| Error::Load { handler: name.to_string(), reason };
-        debug_assert_eq!(digest, format!("sha256:{:x}", Sha256::digest(bytes)), "the digest of {name}'s bytes");
+        debug_assert_eq!(digest, sha256_digest(bytes), "the digest of {name}'s bytes");
         // It names a file in the cache: nothing but 64 hex digits.
-        let digest_hex = digest
-            .strip_prefix("sha256:")
-            .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| fail(format!("{digest:?} is not a sha256 digest")))?;
+        let digest_hex = sha256_hex(digest).ok_or_else(|| fail(format!("{digest:?} is not a sha256 digest")))?;
         let cached = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, digest_hex));
         let component = match cached {
             Some(component) => {

@@ -14,21 +14,9 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::LoadError;
+use crate::digest::{sha256_digest, sha256_hex};
 use crate::files::write_atomically;
-
-/// `sha256:<hex>` of `bytes`.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(bytes))
-}
-
-/// The hex part of a well-formed `sha256:<64 lowercase hex>` digest.
-pub fn sha256_hex(digest: &str) -> Option<&str> {
-    let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then_some(hex)
-}
 
 #[derive(Debug)]
 pub struct BlobCache {

@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, WatchEvent, WatchParams};
 use tokio::sync::watch;
 
-use super::blobs::sha256_digest;
+use crate::digest::sha256_digest;
 use super::{HandlerBytes, Inner, LoadError, WatchItem, error_chain};
 use crate::config::ConfigMapRef;
 

@@ -47,8 +47,9 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::config::{ConfigMapRef, HandlerRef};
+use crate::digest::sha256_digest;
 use crate::handler::builtin;
-use blobs::{BlobCache, sha256_digest};
+use blobs::BlobCache;
 pub use oci::default_docker_config;
 
 /// A handler component and where it came from.

@@ -21,7 +21,7 @@ use oci_client::{Client, Reference};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::blobs::{sha256_digest, sha256_hex};
+use crate::digest::{sha256_digest, sha256_hex};
 use super::{Failure, HandlerBytes, Inner, LoadError, error_chain, with_retries};
 use crate::config::OciRef;
 

@@ -1,0 +1,15 @@
+//! The one digest devsieve uses, sha256, in its `sha256:<hex>` form: what
+//! the loader verifies, the caches are keyed by and references pin.
+
+use sha2::{Digest, Sha256};
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
+}
+
+/// The hex part of a well-formed `sha256:<64 lowercase hex>` digest.
+pub fn sha256_hex(digest: &str) -> Option<&str> {
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then_some(hex)
+}
