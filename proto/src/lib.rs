@@ -13,6 +13,9 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Device-plugin API `v1beta1`: `Registration` (served by the kubelet) and
 /// `DevicePlugin` (served by each plugin).
+///
+/// devsieve serves `DevicePlugin` and calls `Registration` as a client; the
+/// kubelet simulator serves `Registration` and calls `DevicePlugin`.
 pub mod v1beta1 {
     tonic::include_proto!("v1beta1");
 
@@ -24,7 +27,13 @@ pub mod v1beta1 {
     pub const UNHEALTHY: &str = "Unhealthy";
 }
 
-/// Pod-resources API `v1`: which devices pods hold.
+/// Pod-resources API `v1` (`PodResourcesLister`, served by the kubelet): which
+/// devices pods hold.
+///
+/// Unused until the USB/IP attach work, which needs both sides: the agent will
+/// call `PodResourcesLister` as a client to learn which pods hold its devices
+/// (and detach a USB/IP device once no pod holds it), and the kubelet
+/// simulator will serve it so that integration tests can say which pods hold what.
 pub mod podresources {
     tonic::include_proto!("v1");
 }
