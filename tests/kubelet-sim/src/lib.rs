@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use devsieve_proto::dial;
 use devsieve_proto::v1beta1::device_plugin_client::DevicePluginClient;
 use devsieve_proto::v1beta1::registration_server::{self, RegistrationServer};
 use devsieve_proto::v1beta1::{
@@ -47,11 +48,10 @@ use devsieve_proto::v1beta1::{
 };
 pub use devsieve_proto::v1beta1::{AllocateResponse, Device, DevicePluginOptions};
 use devsieve_proto::v1beta1::{KUBELET_SOCKET, VERSION};
-use hyper_util::rt::TokioIo;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::{Channel, Endpoint, Server, Uri};
+use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
 
 /// How long `Register` waits to reach the plugin and get its options. The
@@ -635,18 +635,6 @@ async fn dial_back(socket: &Path) -> Result<(DevicePluginClient<Channel>, Device
         .await
         .map_err(|status| Status::unknown(format!("failed to get device plugin options: {}", describe(&status))))?;
     Ok((client, options.into_inner()))
-}
-
-/// A gRPC channel to the Unix socket at `socket`. tonic requires a URI, but
-/// this connector ignores it.
-async fn dial(socket: &Path) -> Result<Channel, tonic::transport::Error> {
-    let socket = socket.to_path_buf();
-    Endpoint::from_static("http://[::]:50051")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
-        }))
-        .await
 }
 
 /// Reads `resource`'s `ListAndWatch` for registration `nth` and records every
