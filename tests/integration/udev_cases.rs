@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::common::{devsieve, text};
+use crate::common::{devsieve, text, under_umockdev};
 
 fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/udev")
@@ -40,26 +40,10 @@ fn require_tool(tool: &str, package: &str) {
     assert!(found, "`{tool}` is not installed (Debian package {package}); these tests need it");
 }
 
-/// The devsieve command with the harness's environment, run over `tree`
-/// by umockdev-run.
-fn under_umockdev(tree: &Path, args: &[&std::ffi::OsStr]) -> Output {
-    let base = devsieve();
-    let mut command = Command::new("umockdev-run");
-    for (key, value) in base.get_envs() {
-        match value {
-            Some(value) => command.env(key, value),
-            None => command.env_remove(key),
-        };
-    }
-    command.arg("--device").arg(tree).arg("--").arg(base.get_program()).args(args);
-    command.output().expect("running umockdev-run")
-}
-
 fn discover(case: &Path, config: &Path) -> Result<(Value, Output), String> {
-    let output = under_umockdev(
-        &case.join("device.umockdev"),
-        &["discover".as_ref(), "--json".as_ref(), "--config".as_ref(), config.as_os_str()],
-    );
+    let mut command = devsieve();
+    command.args(["discover", "--json", "--config"]).arg(config);
+    let output = under_umockdev(&case.join("device.umockdev"), &command);
     let (stdout, stderr) = text(&output);
     serde_json::from_str(&stdout).map(|json| (json, output.clone())).map_err(|e| {
         format!("discover printed no JSON ({e}); exit {:?}\nstdout: {stdout}\nstderr: {stderr}", output.status.code())
