@@ -1,14 +1,18 @@
 //! Shell-style path patterns with the semantics of Go's `filepath.Match`,
 //! which is what generic-device-plugin's globs mean:
 //!
-//! - `*` matches any run of characters except `/`;
+//! - `*` matches any run of characters except `/` (`**` is the same as `*`);
 //! - `?` matches one character except `/`;
 //! - `[...]` matches one character (never `/`) from a class of single
 //!   characters and `lo-hi` ranges; `[^...]` negates it (`[!...]` too, as in
-//!   the shell, because the agent's path expansion reads it that way);
+//!   the shell). A `]` or `-` in a class is escaped (`[\]\-]`); a class of
+//!   `/` alone and a reversed range are errors;
 //! - `\` escapes the next character.
 //!
-//! Everything else matches itself. A pattern must match the whole path.
+//! Everything else matches itself. A pattern must match the whole path, and
+//! never matches a path with a `.` or `..` component (no directory listing
+//! holds those; `/dev/..` is `/`); `.` and `..` components in a pattern are
+//! errors.
 
 use std::fmt;
 
@@ -72,11 +76,22 @@ impl Pattern {
                 }
             }
         }
+        if tokens
+            .split(|t| *t == Token::Literal('/'))
+            .any(|c| matches!(c, [Token::Literal('.')] | [Token::Literal('.'), Token::Literal('.')]))
+        {
+            return Err(PatternError("`.` and `..` components are not allowed: write the path without them".into()));
+        }
         Ok(Pattern { tokens })
     }
 
-    /// Does `name` match the whole pattern?
+    /// Does `name` match the whole pattern? Never if `name` has a `.` or
+    /// `..` component: no directory listing holds those entries (Go's
+    /// `filepath.Glob` never returns them), and `/dev/..` is `/`.
     pub fn matches(&self, name: &str) -> bool {
+        if name.split('/').any(|component| component == "." || component == "..") {
+            return false;
+        }
         let name: Vec<char> = name.chars().collect();
         let p = &self.tokens;
         let (mut pi, mut ni) = (0usize, 0usize);
@@ -136,6 +151,9 @@ fn parse_class(chars: &[char], open: usize) -> Result<(Token, usize), PatternErr
         if c == ']' {
             if ranges.is_empty() {
                 return Err(PatternError("a `[]` character class must not be empty".into()));
+            }
+            if !negated && ranges.iter().all(|&r| r == ('/', '/')) {
+                return Err(PatternError("a `[/]` class never matches: no wildcard matches `/`".into()));
             }
             return Ok((Token::Class { negated, ranges }, i + 1));
         }
@@ -197,7 +215,8 @@ mod tests {
         assert!(!m("/dev/snd?pcmC0D0c", "/dev/snd/pcmC0D0c"));
         assert!(!m("/dev/*/x", "/dev/a/b/x"));
         assert!(m("/dev/*/x", "/dev/a/x"));
-        assert!(!m("/dev/[/]x", "/dev//x"));
+        assert!(!m("/dev/[a/]x", "/dev//x"));
+        assert!(!m("/dev/[^a]x", "/dev//x"));
     }
 
     #[test]
@@ -212,6 +231,16 @@ mod tests {
     }
 
     #[test]
+    fn dot_and_dot_dot_components_never_match() {
+        assert!(!m("/dev/.*", "/dev/.."));
+        assert!(!m("/dev/.*", "/dev/."));
+        assert!(!m("/dev/*/x", "/dev/../x"));
+        assert!(!m("/dev/??", "/dev/.."));
+        assert!(m("/dev/.*", "/dev/.udev"));
+        assert!(m("/dev/*", "/dev/..."));
+    }
+
+    #[test]
     fn escapes() {
         assert!(m("/dev/a\\*", "/dev/a*"));
         assert!(!m("/dev/a\\*", "/dev/ab"));
@@ -219,7 +248,19 @@ mod tests {
 
     #[test]
     fn malformed_patterns_are_errors() {
-        for bad in ["/dev/video[0-", "/dev/[]", "/dev/x\\", "/dev/[9-0]", "/dev/[-a]", "/dev/a[x-]"] {
+        for bad in [
+            "/dev/video[0-",
+            "/dev/[]",
+            "/dev/x\\",
+            "/dev/[9-0]",
+            "/dev/[-a]",
+            "/dev/a[x-]",
+            "/dev/[/]",
+            "/dev/../x",
+            "/dev/.",
+            "/./dev",
+            "/dev/\\.\\.",
+        ] {
             assert!(Pattern::parse(bad).is_err(), "{bad} should be refused");
         }
     }
