@@ -13,6 +13,18 @@
 //! never matches a path with a `.` or `..` component (no directory listing
 //! holds those; `/dev/..` is `/`); `.` and `..` components in a pattern are
 //! errors.
+//!
+//! # The agent's expansion
+//!
+//! The agent expands the globs `needs` returns with the `glob` crate
+//! (`glob::glob`, and `glob::Pattern::matches_path_with` for a path an
+//! inotify event names, `host/src/source/path.rs`), which reads the same text
+//! differently: `\` is an ordinary character, `[^a]` is a class of `^` and
+//! `a`, `]` may come first in a class and `-` first or last (both literal),
+//! a `**` component crosses directories (`a**` is an error), a `/` in a class
+//! splits the pattern, and a wildcard component starting with a literal `.`
+//! also lists the `.` and `..` entries. So `needs` hands the agent
+//! [`Pattern::host_glob`], the same pattern in the `glob` crate's syntax.
 
 use std::fmt;
 
@@ -132,6 +144,31 @@ impl Pattern {
         p[pi..].iter().all(|t| *t == Token::Star)
     }
 
+    /// The pattern in the syntax of the agent's path expansion (the `glob`
+    /// crate, see the module doc), meaning the same paths: what `needs` asks
+    /// the host to expand.
+    pub fn host_glob(&self) -> String {
+        let mut out = String::new();
+        for (n, component) in self.tokens.split(|t| *t == Token::Literal('/')).enumerate() {
+            if n > 0 {
+                out.push('/');
+            }
+            let wild = component.iter().any(|t| !matches!(t, Token::Literal(_)));
+            for (i, token) in component.iter().enumerate() {
+                match token {
+                    // `glob` adds `.` and `..` to the matches of a wildcard
+                    // component that starts with a literal `.`; `[.]` is none.
+                    Token::Literal('.') if i == 0 && wild => out.push_str("[.]"),
+                    Token::Literal(c) => push_literal(&mut out, *c),
+                    Token::Any => out.push('?'),
+                    Token::Star => out.push('*'),
+                    Token::Class { negated, ranges } => push_class(&mut out, *negated, ranges),
+                }
+            }
+        }
+        out
+    }
+
     /// True if the pattern has no wildcards (it names one path).
     pub fn is_literal(&self) -> bool {
         self.tokens.iter().all(|t| matches!(t, Token::Literal(_)))
@@ -184,6 +221,76 @@ fn class_char(chars: &[char], i: usize) -> Result<(char, usize), PatternError> {
         Some(&c) => Ok((c, i + 1)),
         None => Err(PatternError("a `[` character class is not closed with `]`".into())),
     }
+}
+
+/// Writes one character for `glob`, which has no `\\` escape: its
+/// wildcards as a class of themselves.
+fn push_literal(out: &mut String, c: char) {
+    if matches!(c, '*' | '?' | '[') {
+        out.extend(['[', c, ']']);
+    } else {
+        out.push(c);
+    }
+}
+
+/// The characters `glob` reads specially in a class (`]` closes it unless
+/// first, `!` negates it when first, `-` makes a range), and `/`, which no
+/// class matches (and which would split the pattern there).
+const CLASS_SPECIAL: [char; 4] = ['!', '-', '/', ']'];
+
+/// Writes a class for `glob`: the special characters split out of the
+/// ranges, `]` first, `!` never first, `-` last, `/` left out.
+fn push_class(out: &mut String, negated: bool, ranges: &[(char, char)]) {
+    let mut special = [false; CLASS_SPECIAL.len()];
+    let mut plain: Vec<(char, char)> = Vec::new();
+    for &(lo, hi) in ranges {
+        let mut from = lo;
+        for (k, &s) in CLASS_SPECIAL.iter().enumerate() {
+            if lo <= s && s <= hi {
+                special[k] = true;
+                if from < s {
+                    plain.push((from, char::from(s as u8 - 1)));
+                }
+                from = char::from(s as u8 + 1);
+            }
+        }
+        if from <= hi {
+            plain.push((from, hi));
+        }
+    }
+    let [bang, dash, _, close] = special;
+    // Up to two of the class's characters: is it none or one?
+    let specials = [(bang, '!'), (dash, '-'), (close, ']')].into_iter().filter(|s| s.0).map(|s| s.1);
+    let few: Vec<char> = plain.iter().flat_map(|&(lo, hi)| (lo..=hi).take(2)).chain(specials).take(2).collect();
+    match (negated, few.as_slice()) {
+        // `[^/]`: any character but `/`. (`[/]` is refused by `parse`.)
+        (true, []) => return out.push('?'),
+        // One character, written as itself: `[!]` would open a negated class.
+        (false, &[c]) => return push_literal(out, c),
+        _ => {}
+    }
+    out.push('[');
+    if negated {
+        out.push('!');
+    }
+    if close {
+        out.push(']');
+    }
+    for (lo, hi) in plain {
+        out.push(lo);
+        if hi > lo {
+            out.extend(['-', hi]);
+        }
+    }
+    match (bang, dash) {
+        // Nothing before `!`: `-` goes first, where it is no range either.
+        (true, true) if !negated && !close && out.ends_with('[') => out.push_str("-!"),
+        (true, true) => out.push_str("!-"),
+        (true, false) => out.push('!'),
+        (false, true) => out.push('-'),
+        (false, false) => {}
+    }
+    out.push(']');
 }
 
 #[cfg(test)]
