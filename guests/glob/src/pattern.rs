@@ -11,8 +11,8 @@
 //!
 //! Everything else matches itself. A pattern must match the whole path, and
 //! never matches a path with a `.` or `..` component (no directory listing
-//! holds those; `/dev/..` is `/`); `.` and `..` components in a pattern are
-//! errors.
+//! holds those; `/dev/..` is `/`). `//` is `/`; `.` and `..` components and
+//! a trailing `/` are errors.
 //!
 //! # The agent's expansion
 //!
@@ -22,8 +22,9 @@
 //! differently: `\` is an ordinary character, `[^a]` is a class of `^` and
 //! `a`, `]` may come first in a class and `-` first or last (both literal),
 //! a `**` component crosses directories (`a**` is an error), a `/` in a class
-//! splits the pattern, and a wildcard component starting with a literal `.`
-//! also lists the `.` and `..` entries. So `needs` hands the agent
+//! splits the pattern, a wildcard component starting with a literal `.`
+//! also lists the `.` and `..` entries, a trailing `/` lists directories
+//! only (refused here), and `matches_path_with` reads `//` literally. So `needs` hands the agent
 //! [`Pattern::host_glob`], the same pattern in the `glob` crate's syntax,
 //! and `tests/differential.rs` checks that the two then agree on every path
 //! and pins each of these differences.
@@ -89,6 +90,12 @@ impl Pattern {
                     i += 1;
                 }
             }
+        }
+        // `//` is `/`, as in a path (and in gdp, whose Go `filepath.Glob`
+        // cleans the directory part).
+        tokens.dedup_by(|next, kept| *kept == Token::Literal('/') && *next == Token::Literal('/'));
+        if tokens.len() > 1 && tokens.last() == Some(&Token::Literal('/')) {
+            return Err(PatternError("a pattern must not end with `/`: remove it".into()));
         }
         if tokens
             .split(|t| *t == Token::Literal('/'))
@@ -350,6 +357,14 @@ mod tests {
     }
 
     #[test]
+    fn double_slashes_are_one() {
+        assert!(m("/dev//tty*", "/dev/ttyS0"));
+        assert!(m(r"//dev\//*//x", "/dev/a/x"));
+        assert!(!m("/dev//tty*", "/dev//ttyS0"));
+        assert_eq!(Pattern::parse("/dev//a").unwrap(), Pattern::parse("/dev/a").unwrap());
+    }
+
+    #[test]
     fn escapes() {
         assert!(m("/dev/a\\*", "/dev/a*"));
         assert!(!m("/dev/a\\*", "/dev/ab"));
@@ -369,6 +384,8 @@ mod tests {
             "/dev/.",
             "/./dev",
             "/dev/\\.\\.",
+            "/dev/a/",
+            "/dev/*//",
         ] {
             assert!(Pattern::parse(bad).is_err(), "{bad} should be refused");
         }
