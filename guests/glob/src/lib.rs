@@ -13,9 +13,10 @@
 //!       - path: /dev/fuse
 //! ```
 //!
-//! The host expands the globs `needs` returns; `select` keeps the paths that
-//! match a configured glob; `group` combines the matches of each group the
-//! way generic-device-plugin does (see [`combine`]).
+//! The host expands the globs `needs` returns (written in its own syntax,
+//! see [`pattern`]); `select` keeps the paths that match a configured glob;
+//! `group` combines the matches of each group the way generic-device-plugin
+//! does (see [`combine`]).
 
 pub mod pattern;
 
@@ -261,14 +262,15 @@ impl Handler for Glob {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     type Config = Config;
 
+    /// The globs in the host's syntax ([`Pattern::host_glob`]), each once.
     fn needs(config: &Config) -> Result<Requirements, HandlerError> {
-        config.checked()?;
         let mut seen = BTreeSet::new();
-        let globs: Vec<&str> = config
-            .groups
+        let globs: Vec<String> = config
+            .checked()?
             .iter()
-            .flat_map(|g| g.paths.iter().map(|p| p.path.as_str()))
-            .filter(|p| seen.insert(*p))
+            .flat_map(|g| &g.paths)
+            .map(|p| p.pattern.host_glob())
+            .filter(|glob| seen.insert(glob.clone()))
             .collect();
         Ok(Requirements::none().paths(globs))
     }

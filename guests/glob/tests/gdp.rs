@@ -371,6 +371,17 @@ fn needs_lists_each_glob_once() {
 }
 
 #[test]
+fn needs_writes_the_globs_in_the_hosts_syntax() {
+    // The host's `glob` crate has no `\` escapes, reads `[^0]` as a class of
+    // `^` and `0`, and lists `.` and `..` for a component starting with `.`.
+    let paths = [r"/dev/video[^0]", r"/dev/a\*", r"/dev/.x*", r"/dev/tty\USB*", "/dev/ttyUSB*", r"/dev/[\]x]"];
+    let config = json!({"groups": [{"paths": paths.map(|p| json!({"path": p, "optional": true}))}]});
+    let config = parse(&config).expect("config parses");
+    let needs = Glob::needs(&config).expect("config is valid");
+    assert_eq!(needs.paths, ["/dev/video[!0]", "/dev/a[*]", "/dev/[.]x*", "/dev/ttyUSB*", "/dev/[]x]"]);
+}
+
+#[test]
 fn select_ignores_udev_nodes_and_non_matching_paths() {
     let config = parse(&json!({"groups": [{"paths": [{"path": "/dev/tty*"}]}]})).unwrap();
     let mut udev = udev_node("/devices/virtual/tty/tty0", "tty");

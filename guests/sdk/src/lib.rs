@@ -52,8 +52,9 @@ pub mod bindings {
 use bindings::devsieve::handler::types;
 pub use types::{DeviceGroup, DeviceNode, HandlerError, HandlerInfo, Mount, Node, Origin, Requirements};
 
-/// The contract version this SDK builds handlers for (the WIT package version).
-pub const CONTRACT_VERSION: &str = "0.2.0";
+/// The contract version this SDK builds handlers for: the WIT package version,
+/// which build.rs reads from `wit/handler.wit`.
+pub const CONTRACT_VERSION: &str = env!("DEVSIEVE_CONTRACT_VERSION");
 
 /// Everything a handler usually imports.
 pub mod prelude {
@@ -281,4 +282,16 @@ macro_rules! export_handler {
     $crate::__private::export!(DevsieveExport with_types_in $crate::bindings);
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    /// build.rs took the version from the package line itself: the line
+    /// rebuilt from `CONTRACT_VERSION` is in the WIT the bindings come from.
+    #[test]
+    fn contract_version_is_the_wit_package_version() {
+        let wit = include_str!("../../../wit/handler.wit");
+        let line = format!("package devsieve:handler@{};", super::CONTRACT_VERSION);
+        assert!(wit.lines().any(|l| l.trim() == line), "no `{line}` in wit/handler.wit");
+    }
 }

@@ -85,6 +85,11 @@ impl Pattern {
         }
     }
 
+    /// Whether the value was `i"..."` (ASCII case-insensitive).
+    pub fn case_insensitive(&self) -> bool {
+        self.case_insensitive
+    }
+
     fn eq(&self, a: &str, b: &str) -> bool {
         if self.case_insensitive { a.eq_ignore_ascii_case(b) } else { a == b }
     }

@@ -322,6 +322,3 @@ fn remove_dangling_links(dir: &Path, depth: u32) -> std::io::Result<()> {
 fn devpath(path: &str) -> String {
     path.strip_prefix("/sys").filter(|rest| rest.starts_with('/')).unwrap_or(path).to_owned()
 }
-
-#[cfg(test)]
-mod tests;

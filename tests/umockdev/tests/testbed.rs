@@ -1,32 +1,28 @@
-//! The testbed driven from this (non-preloaded) process, watched by a preloaded child.
+//! The testbed driven from this (non-preloaded) test process, watched by the
+//! crate's `udev-probe` binary started under it: a separate, preloaded process
+//! with the real libudev, as the agent is.
+//!
+//! The testbed is process-wide: `Testbed::new` makes the tests of this binary
+//! take turns.
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{Child, ChildStdin, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use super::Testbed;
+use devsieve_umockdev::Testbed;
+use devsieve_umockdev::records::ch340;
 
-/// Set in a child re-running this test binary: it then runs the probe with these
-/// (space-separated) arguments. The probe lives in the library so that the tests
-/// do not depend on cargo having built the `udev-probe` binary.
-const PROBE_ARGS: &str = "DEVSIEVE_UMOCKDEV_PROBE_ARGS";
-/// Runs only `probe_child` in the child; `--quiet` so that the harness prints
-/// nothing on the probe's lines (it would prefix the first with `test … ... `).
-const PROBE_CHILD: [&str; 4] = ["--exact", "tests::probe_child", "--nocapture", "--quiet"];
+/// The probe binary, built by cargo for this integration test.
+const PROBE: &str = env!("CARGO_BIN_EXE_udev-probe");
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Not a test: the body of the child process the other tests start.
-#[test]
-fn probe_child() {
-    let Ok(args) = std::env::var(PROBE_ARGS) else {
-        return;
-    };
-    let code = crate::probe::main(args.split_whitespace().map(str::to_owned));
-    std::process::exit(if code == std::process::ExitCode::SUCCESS { 0 } else { 1 });
+/// The probe under `testbed`, with these arguments.
+fn probe_command(testbed: &Testbed, args: &[&str]) -> Command {
+    let mut command = testbed.command(PROBE);
+    command.args(args);
+    command
 }
-
-use crate::records::ch340;
 
 /// The probe, running in a child process under the testbed.
 struct Probe {
@@ -37,12 +33,8 @@ struct Probe {
 }
 
 impl Probe {
-    fn start(testbed: &Testbed, args: &str) -> Self {
-        let exe = std::env::current_exe().expect("test binary path");
-        let mut child = testbed
-            .command(exe)
-            .args(PROBE_CHILD)
-            .env(PROBE_ARGS, args)
+    fn start(testbed: &Testbed, args: &[&str]) -> Self {
+        let mut child = probe_command(testbed, args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -128,7 +120,7 @@ fn hotplug_reaches_a_preloaded_child() {
     assert_eq!(first.len(), 4);
 
     // The child enumerates what was there when it started, parents included.
-    let mut probe = Probe::start(&testbed, "tty usb");
+    let mut probe = Probe::start(&testbed, &["tty", "usb"]);
     let (_, tty0) = probe.expect("DEVICE", &["/tty/ttyUSB0\t"]);
     assert_eq!(field(&tty0, "subsystem"), "tty", "{tty0}");
     assert_eq!(field(&tty0, "devnode"), "/dev/ttyUSB0", "{tty0}");
@@ -196,14 +188,7 @@ fn events_reach_only_bound_matching_monitors() {
     assert_eq!(testbed.uevent(tty, "add").expect("uevent"), 0);
 
     // An enumeration-only run (stdin at EOF) started after the devices were added.
-    let exe = std::env::current_exe().expect("test binary path");
-    let output = testbed
-        .command(&exe)
-        .args(PROBE_CHILD)
-        .env(PROBE_ARGS, "tty")
-        .stdin(Stdio::null())
-        .output()
-        .expect("enumeration-only probe");
+    let output = probe_command(&testbed, &["tty"]).stdin(Stdio::null()).output().expect("enumeration-only probe");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().find(|l| is_for(l, "", tty)).unwrap_or_else(|| panic!("{stdout}"));
     assert_eq!(field(line, "usb"), "1a86:7523", "{line}");
@@ -212,7 +197,7 @@ fn events_reach_only_bound_matching_monitors() {
 
     // A monitor matching subsystem tty and tag uaccess (libudev's in-kernel
     // filters use the subsystem hash and tag bloom of the event header).
-    let mut probe = Probe::start(&testbed, "tty tag:uaccess");
+    let mut probe = Probe::start(&testbed, &["tty", "tag:uaccess"]);
     assert!(testbed.wait_for_monitors(1, WAIT), "the probe bound no monitor");
     // Only the tty's event, none for its parents: it still resolves them.
     let sent = Instant::now();
