@@ -1,23 +1,19 @@
 //! Builds the built-in handlers (`guests/`) for `wasm32-wasip2` and puts the
-//! components in OUT_DIR, where `handler::builtin` embeds them. One
-//! `cargo build` of the agent therefore yields one self-contained binary.
+//! components in OUT_DIR, where `builtin` embeds them. One `cargo build` of
+//! the agent therefore yields one self-contained binary, and builds nothing
+//! else: handlers only tests run are built by `tests/fixtures`.
 //!
-//! The guests are built by a nested cargo with its own target directory (as
-//! wasmtime builds its test programs), once per change to `guests/` or `wit/`.
+//! The guests are built by a nested cargo with its own target directory (see
+//! `build/wasm.rs`), once per change to `guests/` or `wit/`.
+
+#[path = "build/wasm.rs"]
+mod wasm;
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const GUESTS: &[&str] = &["udev-rule", "glob", "usb-id"];
-/// Components only the tests use (`tests/`); built in the same cargo run.
-const TEST_GUESTS: &[&str] = &["hostile-handler", "old-contract-handler"];
-/// The handler a user copies (examples/custom-handler): a standalone crate
-/// with its own workspace and lock file, built as its README says (release,
-/// for wasm32-wasip2) into the same target directory, so the tests run it.
-const EXAMPLE: &str = "examples/custom-handler";
-const EXAMPLE_FILE: &str = "zigbee_coordinator.wasm";
-const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "guest";
 
 fn main() {
@@ -27,86 +23,35 @@ fn main() {
 
     println!("cargo:rerun-if-changed={}", root.join("guests").display());
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
-    for guest in TEST_GUESTS {
-        println!("cargo:rerun-if-changed={}", root.join("tests").join(guest).display());
-    }
-    for file in ["src", "Cargo.toml", "Cargo.lock"] {
-        println!("cargo:rerun-if-changed={}", root.join(EXAMPLE).join(file).display());
-    }
-    println!("cargo:rerun-if-env-changed=DEVSIEVE_GUESTS_TARGET_DIR");
+    println!("cargo:rerun-if-changed=build/wasm.rs");
+    emit_contract_version(&root.join("wit/handler.wit"));
     println!("cargo:rerun-if-env-changed=DEVSIEVE_PREBUILT_GUESTS");
     pack_relative_relocations();
     order_startup_functions(&manifest_dir.join("startup.order"));
 
     // Packagers (and work on the host alone) may hand in components built
     // elsewhere: a directory holding devsieve_<name>.wasm for every guest.
-    if let Some(dir) = env::var_os("DEVSIEVE_PREBUILT_GUESTS") {
-        let dir = PathBuf::from(dir);
-        println!("cargo:rerun-if-changed={}", dir.display());
-        for guest in GUESTS {
-            let file = format!("devsieve_{}.wasm", guest.replace('-', "_"));
-            copy(&dir.join(&file), &out_dir.join(&file));
-            emit_digest(guest, &out_dir.join(&file));
+    let built_dir = match env::var_os("DEVSIEVE_PREBUILT_GUESTS") {
+        Some(dir) => {
+            println!("cargo:rerun-if-changed={}", Path::new(&dir).display());
+            PathBuf::from(dir)
         }
-        println!("cargo:rustc-env=DEVSIEVE_TEST_GUESTS_DIR={}", dir.display());
-        println!("cargo:rustc-env=DEVSIEVE_EXAMPLE_HANDLER={}", dir.join(EXAMPLE_FILE).display());
-        return;
-    }
-
-    let target_dir = env::var_os("DEVSIEVE_GUESTS_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target").join("guests"));
-
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(&cargo);
-    command
-        .current_dir(root)
-        .args(["build", "--locked", "--target", TARGET, "--profile", PROFILE])
-        .arg("--target-dir")
-        .arg(&target_dir);
-    for guest in GUESTS.iter().chain(TEST_GUESTS) {
-        command.args(["-p", &format!("devsieve-{guest}")]);
-    }
-    // Flags meant for the host build must not leak into the wasm build.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER"] {
-        command.env_remove(var);
-    }
-    let status = command.status().expect("could not run cargo to build the guest handlers");
-    if !status.success() {
-        panic!(
-            "building the built-in handlers for {TARGET} failed (see above). \
-             If the target is missing: rustup target add {TARGET}"
-        );
-    }
-
-    for guest in GUESTS.iter().chain(TEST_GUESTS) {
-        let file = format!("devsieve_{}.wasm", guest.replace('-', "_"));
-        let built = target_dir.join(TARGET).join(PROFILE).join(&file);
-        copy(&built, &out_dir.join(&file));
-        if GUESTS.contains(guest) {
-            emit_digest(guest, &out_dir.join(&file));
+        None => {
+            let target_dir = wasm::target_dir(root);
+            let mut args = vec!["--profile", PROFILE];
+            let packages: Vec<String> = GUESTS.iter().map(|guest| format!("devsieve-{guest}")).collect();
+            for package in &packages {
+                args.extend(["-p", package.as_str()]);
+            }
+            wasm::cargo_build(root, &args, &target_dir, "the built-in handlers");
+            target_dir.join(wasm::TARGET).join(PROFILE)
         }
+    };
+    for guest in GUESTS {
+        let file = wasm::component_file(&format!("devsieve-{guest}"));
+        copy(&built_dir.join(&file), &out_dir.join(&file));
+        emit_digest(guest, &out_dir.join(&file));
     }
-    println!("cargo:rustc-env=DEVSIEVE_TEST_GUESTS_DIR={}", out_dir.display());
-
-    let mut example = Command::new(&cargo);
-    example
-        .current_dir(root.join(EXAMPLE))
-        .args(["build", "--locked", "--release", "--target", TARGET])
-        .arg("--manifest-path")
-        .arg(root.join(EXAMPLE).join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target_dir);
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER"] {
-        example.env_remove(var);
-    }
-    let status = example.status().expect("could not run cargo to build examples/custom-handler");
-    if !status.success() {
-        panic!("building {EXAMPLE} for {TARGET} failed (see above)");
-    }
-    let built = target_dir.join(TARGET).join("release").join(EXAMPLE_FILE);
-    copy(&built, &out_dir.join(EXAMPLE_FILE));
-    println!("cargo:rustc-env=DEVSIEVE_EXAMPLE_HANDLER={}", out_dir.join(EXAMPLE_FILE).display());
 }
 
 /// Links the agent with DT_RELR (`-z pack-relative-relocs`): its relative
@@ -146,6 +91,21 @@ fn order_startup_functions(order: &Path) {
     }
 }
 
+fn copy(from: &Path, to: &Path) {
+    std::fs::copy(from, to).unwrap_or_else(|error| panic!("copying {} to {}: {error}", from.display(), to.display()));
+}
+
+/// `DEVSIEVE_CONTRACT_VERSION`: the version of the WIT package every
+/// handler implements, so the agent's contract is written in one place.
+fn emit_contract_version(wit: &Path) {
+    let text = std::fs::read_to_string(wit).unwrap_or_else(|error| panic!("reading {}: {error}", wit.display()));
+    let version = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("package devsieve:handler@")?.strip_suffix(';'))
+        .unwrap_or_else(|| panic!("{} has no `package devsieve:handler@VERSION;` line", wit.display()));
+    println!("cargo:rustc-env=DEVSIEVE_CONTRACT_VERSION={version}");
+}
+
 /// `DEVSIEVE_DIGEST_<GUEST>`: the component's `sha256:<hex>`, so the agent
 /// finds a built-in's compiled code without reading the component.
 fn emit_digest(guest: &str, file: &Path) {
@@ -153,8 +113,4 @@ fn emit_digest(guest: &str, file: &Path) {
     let bytes = std::fs::read(file).unwrap_or_else(|error| panic!("reading {}: {error}", file.display()));
     let name = guest.replace('-', "_").to_uppercase();
     println!("cargo:rustc-env=DEVSIEVE_DIGEST_{name}=sha256:{:x}", Sha256::digest(&bytes));
-}
-
-fn copy(from: &Path, to: &Path) {
-    std::fs::copy(from, to).unwrap_or_else(|error| panic!("copying {} to {}: {error}", from.display(), to.display()));
 }

@@ -1,5 +1,6 @@
-//! `devsieve run`: the node agent. Wires the stages — sources and evaluator
-//! (a thread), registry, kubelet advertiser and HTTP endpoint (tasks) — and
+//! `devsieve run`: the node agent. Wires the stages — sources and the
+//! evaluation (a thread), inventory, kubelet advertiser and HTTP endpoint
+//! (tasks) — and
 //! runs them until SIGTERM or SIGINT, then stops serving, removes its
 //! sockets and returns.
 //!
@@ -16,14 +17,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::discover::{self, ResourceError};
-use crate::evaluator::{Coalescing, Evaluator, Input};
+use crate::evaluation::{self, Coalescing, Evaluator, Input, StageParts};
 use crate::handler::Runtime;
+use crate::inventory::Inventory;
 use crate::kubelet::{Advertiser, AdvertiserOptions, KubeletError};
 use crate::loader::Loader;
 use crate::metrics::Metrics;
 use crate::ops::{self, Ops};
-use crate::registry::Registry;
 use crate::source::Sources;
 use crate::source::monitor::{self, MonitorReport};
 
@@ -60,22 +60,22 @@ pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<()
         .build()
         .map_err(|source| AgentError::Io { what: "starting the async runtime", source })?;
     let loader = Arc::new(loader);
-    let fetched = tokio.block_on(discover::fetch(&loader, &config));
+    let fetched = tokio.block_on(evaluation::fetch(&loader, &config));
     let mut prepared = Vec::new();
     let mut pending = Vec::new();
-    let mut pending_errors = Vec::new();
+    let mut unavailable = Vec::new();
     let mut errors = Vec::new();
-    for (result, resource) in discover::prepare(&runtime, &fetched, &config).into_iter().zip(&config.resources) {
+    for (result, resource) in evaluation::prepare(&runtime, &fetched, &config).into_iter().zip(&config.resources) {
         match result {
             Ok(p) => prepared.push(p),
             // A handler that cannot be had now (a registry down, not cached)
             // costs that resource only: it is served without devices and
             // fetched again. Anything wrong with the config stops the start.
-            Err(error @ ResourceError::Load { .. }) => {
-                pending_errors.push((resource.name.clone(), error.to_string()));
+            Err(error) if error.is_unavailable() => {
+                unavailable.push(error);
                 pending.push(resource.clone());
             }
-            Err(error) => errors.push(error.to_string()),
+            Err(error) => errors.push(crate::support::error_chain(&error)),
         }
     }
     // The loaded handlers keep none of the components' bytes; nor does the agent.
@@ -102,24 +102,22 @@ pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<()
         .map_err(|source| AgentError::Listen { addr: options.listen, source })?;
     listener.set_nonblocking(true).map_err(|source| AgentError::Io { what: "listen socket", source })?;
 
-    let (registry, outputs) = Registry::new(options.grace, metrics.clone());
-    let (registry_tx, mut registry_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut evaluator = Evaluator::new(
+    let (mut inventory, outputs) = Inventory::new(options.grace, metrics.clone());
+    let (updates_tx, mut updates_rx) = tokio::sync::mpsc::unbounded_channel();
+    let parts = StageParts {
         runtime,
-        Sources::local(),
-        &config,
-        prepared,
-        pending,
+        sources: Sources::local(),
         loader,
-        tokio.handle().clone(),
-        registry_tx,
-        metrics.clone(),
-        options.coalescing,
-    );
+        handle: tokio.handle().clone(),
+        updates: updates_tx,
+        metrics: metrics.clone(),
+        coalescing: options.coalescing,
+    };
+    let mut evaluator = Evaluator::new(parts, &config, prepared, pending);
 
     let (inputs_tx, inputs_rx) = std::sync::mpsc::channel();
     if evaluator.wants_udev() {
-        if !std::path::Path::new("/run/udev/control").exists() && std::env::var_os("UMOCKDEV_DIR").is_none() {
+        if !std::path::Path::new("/run/udev/control").exists() {
             tracing::warn!(
                 "/run/udev/control is missing: no udev daemon is visible, so udev events may never arrive \
                  (in a pod: mount /run/udev and use hostNetwork, udev's netlink events live in the host's network namespace)"
@@ -139,17 +137,16 @@ pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<()
         let _ = first_rx.recv_timeout(Duration::from_secs(2));
     }
     evaluator.watch(inputs_tx.clone()).map_err(|source| AgentError::Io { what: "watching files (inotify)", source })?;
-    evaluator.initial(pending_errors);
-    let mut registry = registry;
+    evaluator.initial(unavailable);
     // The first evaluations are in before the first registration, so the
     // kubelet's first list is the full one.
-    while let Ok(input) = registry_rx.try_recv() {
-        registry.handle(input, tokio::time::Instant::now());
+    while let Ok(update) = updates_rx.try_recv() {
+        inventory.handle(update, tokio::time::Instant::now());
     }
     let evaluator_thread = std::thread::Builder::new()
         .name("devsieve-evaluator".into())
         .spawn(move || evaluator.run(inputs_rx))
-        .map_err(|source| AgentError::Io { what: "starting the evaluator thread", source })?;
+        .map_err(|source| AgentError::Io { what: "starting the evaluation thread", source })?;
 
     let result = tokio.block_on(async move {
         let shutdown = CancellationToken::new();
@@ -163,7 +160,7 @@ pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<()
         };
         tracing::info!(listen = %options.listen, "serving /healthz, /readyz, /metrics and /status");
         let http = tokio::spawn(ops::serve(listener, ops, shutdown.clone()));
-        tokio::spawn(registry.run(registry_rx));
+        tokio::spawn(inventory.run(updates_rx));
         tokio::spawn(stop_on_signal(shutdown.clone()));
         let advertised = advertiser.run(outputs.resources.clone(), shutdown.clone()).await;
         shutdown.cancel();

@@ -16,10 +16,7 @@ fn cache_dir() -> &'static Path {
     DIR.get_or_init(|| tempfile::tempdir().expect("temp cache dir")).path()
 }
 
-/// A component built for the tests (see host/build.rs).
-pub fn test_guest(name: &str) -> PathBuf {
-    Path::new(env!("DEVSIEVE_TEST_GUESTS_DIR")).join(format!("devsieve_{}.wasm", name.replace('-', "_")))
-}
+pub use devsieve_test_fixtures::{example_handler, test_handler};
 
 pub fn text(output: &Output) -> (String, String) {
     (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
@@ -43,12 +40,6 @@ pub fn report<'a>(reports: &'a serde_json::Value, resource: &str) -> &'a serde_j
         .iter()
         .find(|r| r["resource"] == resource)
         .unwrap_or_else(|| panic!("no report for {resource} in {reports:#}"))
-}
-
-/// The example handler (examples/custom-handler), built by host/build.rs as
-/// its README says.
-pub fn example_handler() -> PathBuf {
-    PathBuf::from(env!("DEVSIEVE_EXAMPLE_HANDLER"))
 }
 
 /// A umockdev tree of the workspace's tests/cases.

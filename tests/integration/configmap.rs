@@ -60,7 +60,7 @@ fn a_configmap_mounted_as_a_volume_is_a_file_reference() {
     mount_configmap(
         &volume,
         "2025_01_02_00_00_00.000000002",
-        &[("zigbee.wasm", &std::fs::read(test_guest("old-contract-handler")).unwrap())],
+        &[("zigbee.wasm", &std::fs::read(test_handler("old-contract-handler")).unwrap())],
     );
     let output = devsieve().args(["validate", "--config"]).arg(&config).output().unwrap();
     assert!(!output.status.success());
@@ -126,8 +126,8 @@ impl MockApi {
         Arc::new(move || {
             let url = url.clone();
             Box::pin(async move {
-                let config = kube::Config::new(url.parse().map_err(|e| format!("{e}"))?);
-                kube::Client::try_from(config).map_err(|e| e.to_string())
+                let config = kube::Config::new(url.parse()?);
+                Ok(kube::Client::try_from(config)?)
             })
         })
     }
@@ -230,7 +230,7 @@ async fn next(updates: &mut tokio::sync::watch::Receiver<WatchItem>) -> WatchIte
 #[test]
 fn a_configmap_is_read_and_watched_through_the_api_with_only_get_and_watch() {
     let first = std::fs::read(example_handler()).unwrap();
-    let second = std::fs::read(test_guest("hostile-handler")).unwrap();
+    let second = std::fs::read(test_handler("hostile-handler")).unwrap();
     let api = MockApi::start("zigbee.wasm", &first);
     let loader = Loader::new(LoaderOptions {
         kube_client: api.client(),
@@ -264,10 +264,10 @@ fn a_configmap_is_read_and_watched_through_the_api_with_only_get_and_watch() {
 
         // A key that goes missing, then the ConfigMap deleted: error items.
         api.set(Some(vec![("other.wasm".into(), first.clone())]));
-        let missing = next(&mut updates).await.unwrap_err();
+        let missing = next(&mut updates).await.unwrap_err().to_string();
         assert!(missing.contains("has no key \"zigbee.wasm\"") && missing.contains("other.wasm"), "{missing}");
         api.set(None);
-        let deleted = next(&mut updates).await.unwrap_err();
+        let deleted = next(&mut updates).await.unwrap_err().to_string();
         assert!(deleted.contains("was deleted") && deleted.contains("keeps the handler it last loaded"), "{deleted}");
 
         // Recreated: the handler is back.
@@ -364,7 +364,7 @@ fn the_agent_follows_a_configmap_handler_live_and_keeps_the_last_good_one() {
 
     use crate::agent::{Agent, SECS};
 
-    let hostile = std::fs::read(test_guest("hostile-handler")).unwrap();
+    let hostile = std::fs::read(test_handler("hostile-handler")).unwrap();
     let api = MockApi::start("h.wasm", &hostile);
     let node = crate::kubelet::Node::new();
     std::fs::write(node.dev().join("x0"), b"").unwrap();

@@ -41,7 +41,7 @@ fn handler_inspect_shows_metadata_contract_size_and_digest() {
     assert_eq!(info["digest"], devsieve::digest::sha256_digest(&bytes));
 
     // The contract check holds for inspect too.
-    let output = devsieve().args(["handler", "inspect"]).arg(test_guest("old-contract-handler")).output().unwrap();
+    let output = devsieve().args(["handler", "inspect"]).arg(test_handler("old-contract-handler")).output().unwrap();
     let (_, stderr) = text(&output);
     assert!(!output.status.success());
     assert!(stderr.contains("devsieve:handler@9.0.0") && stderr.contains("devsieve:handler@0.2.0"), "{stderr}");

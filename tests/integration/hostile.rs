@@ -7,7 +7,7 @@ use crate::common::*;
 #[test]
 fn hostile_handlers_are_contained_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let hostile = test_guest("hostile-handler");
+    let hostile = test_handler("hostile-handler");
     let resource = |name: &str, misbehave: &str| {
         format!(
             "  - name: {name}\n    handler: {}\n    config: {{misbehave: {misbehave}, paths: [/dev/null]}}\n",
@@ -66,7 +66,7 @@ fn a_handler_for_another_contract_is_refused_with_both_versions() {
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
-        format!("resources:\n  - name: future\n    handler: {}\n", test_guest("old-contract-handler").display()),
+        format!("resources:\n  - name: future\n    handler: {}\n", test_handler("old-contract-handler").display()),
     )
     .unwrap();
     let output = devsieve().args(["validate", "--config"]).arg(&config).output().unwrap();

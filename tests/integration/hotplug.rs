@@ -12,7 +12,7 @@ use devsieve_umockdev::Testbed;
 pub use devsieve_umockdev::records::ch340;
 
 use crate::agent::{Agent, SECS, free_port, run_command, sockets};
-use crate::common::test_guest;
+use crate::common::test_handler;
 use crate::kubelet::{Node, health_of, ids};
 
 /// `command`, run under the testbed (its args and environment carried over).
@@ -261,7 +261,7 @@ async fn a_swapped_handler_file_is_reloaded_and_a_broken_one_leaves_the_old_runn
     std::fs::write(node.dev().join("x0"), b"").unwrap();
     let handler = node.root.path().join("handlers/flaky.wasm");
     std::fs::create_dir_all(handler.parent().unwrap()).unwrap();
-    let original = std::fs::read(test_guest("hostile-handler")).unwrap();
+    let original = std::fs::read(test_handler("hostile-handler")).unwrap();
     std::fs::write(&handler, &original).unwrap();
     node.write_config(&format!(
         "resources:\n  - name: custom\n    handler: {}\n    allowedRoots: [$DEV]\n    config: {{misbehave: none, paths: [$DEV/x0]}}\n",

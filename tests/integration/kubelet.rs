@@ -10,7 +10,7 @@ use std::time::Duration;
 use devsieve_kubelet_sim::{Device, KubeletSim};
 
 use crate::agent::{Agent, SECS, free_port, run_command, sockets, write_atomically};
-use crate::common::{discover_json, report, test_guest};
+use crate::common::{discover_json, report, test_handler};
 
 /// A fake /dev under a temp dir, a plugin dir, and a config over both.
 pub struct Node {
@@ -258,7 +258,7 @@ async fn a_handler_that_starts_failing_keeps_its_last_good_devices_unhealthy() {
     let config = |misbehave: &str| {
         format!(
             "resources:\n  - name: flaky\n    handler: {}\n    allowedRoots: [$DEV]\n    config: {{misbehave: {misbehave}, paths: [$DEV/x0]}}\n  - name: serial\n    handler: glob\n    allowedRoots: [$DEV]\n    config: {{groups: [{{paths: [{{path: $DEV/x0}}]}}]}}\n",
-            test_guest("hostile-handler").display()
+            test_handler("hostile-handler").display()
         )
     };
     node.write_config(&config("none"));

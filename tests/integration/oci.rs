@@ -412,7 +412,7 @@ fn the_agent_serves_others_while_a_handler_cannot_be_fetched_and_picks_it_up_lat
 
     let mut registry = Registry::start();
     let reference = {
-        let hostile = std::fs::read(test_guest("hostile-handler")).unwrap();
+        let hostile = std::fs::read(test_handler("hostile-handler")).unwrap();
         let digest = registry.push("handlers/hostile", "1.0.0", WASM_CONFIG, &[(WASM_LAYER, &hostile)]);
         format!("{}/handlers/hostile:1.0.0@{digest}", registry.addr)
     };

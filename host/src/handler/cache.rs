@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::files::write_atomically;
+use crate::support::files::{PRIVATE, write_atomically};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -80,7 +80,7 @@ impl ArtifactCache {
     /// rather than copied; `None` (logged) if it could not be written.
     pub fn store(&self, engine: &Engine, digest: &str, artifact: &[u8]) -> Option<Component> {
         let path = self.path_for(digest);
-        match write_atomically(&path, artifact) {
+        match write_atomically(&path, artifact, PRIVATE) {
             Ok(()) => self.load(engine, digest),
             Err(error) => {
                 tracing::warn!(path = %path.display(), %error, "could not cache a compiled handler");
@@ -91,11 +91,11 @@ impl ArtifactCache {
 }
 
 /// Loads an artifact from memory that this program's own compiler just made.
-pub(super) fn load_fresh_artifact(engine: &Engine, artifact: &[u8]) -> Result<Component, String> {
+pub(super) fn load_fresh_artifact(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: the caller hands in what `Compiler::compile` returned: an
     // artifact this executable compiled (in-process or as its child) a moment
     // ago. wasmtime still checks its header, version and settings.
-    unsafe { Component::deserialize(engine, artifact) }.map_err(|e| format!("{e:#}"))
+    unsafe { Component::deserialize(engine, artifact) }
 }
 
 fn owned_by_us_and_private(meta: &std::fs::Metadata) -> bool {

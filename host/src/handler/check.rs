@@ -6,15 +6,67 @@
 
 // Paths and ids the agent gathered itself: a fast hash is enough.
 use rustc_hash::FxHashSet;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use super::bindings::{DeviceGroup, SnapshotView};
+use crate::contract::{DeviceGroup, SnapshotView};
+use crate::support::paths::is_normal_absolute;
 
 /// The most containers one group may be shared by (a typo guard, not a policy).
 pub const MAX_SHARE: u32 = 10_000;
 
+/// Why a handler's answer cannot be used: it does not fit the snapshot it
+/// was given, or its parts do not fit together.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("{verdicts} verdicts for {candidates} candidates")]
+    VerdictCount { verdicts: usize, candidates: usize },
+    #[error("the verdict on {devpath}: {problem}")]
+    Verdict { devpath: String, problem: Box<Invalid> },
+    #[error("group {index} ({id:?}): {problem}")]
+    Group { index: usize, id: String, problem: GroupProblem },
+    #[error("group {0:?} does not name the device among its members")]
+    NotItsDevice(String),
+    #[error("two groups have the device id {id:?}: {first:?} (of {first_device}) and {second:?} (of {second_device})")]
+    SameDeviceId { id: String, first: String, first_device: String, second: String, second_device: String },
+    #[error("group {0:?} names none of the devices it was given")]
+    NoDevice(String),
+    #[error(
+        "group {id:?} joins {first} (key {first_key:?}) and {second} (key {second_key:?}): `select` gave them different keys"
+    )]
+    MixedKeys { id: String, first: String, first_key: String, second: String, second_key: String },
+}
+
+/// What is wrong with one group.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GroupProblem {
+    #[error("id is used by another group")]
+    DuplicateId,
+    #[error("empty id")]
+    EmptyId,
+    #[error("share {0} is not in 1..={MAX_SHARE}")]
+    Share(u32),
+    #[error("member {0} is not a node of the snapshot")]
+    NotANode(u32),
+    #[error("no member is one of the candidates it was given")]
+    NoCandidate,
+    #[error("device node {0} is not the node of any device it was given")]
+    NodeNotGiven(String),
+    #[error("container path {0:?} must be absolute, without `.` or `..`")]
+    ContainerPath(String),
+    #[error("permissions {0:?} may hold only r, w and m")]
+    PermissionLetters(String),
+    #[error("permissions {0:?} repeat {1:?}")]
+    PermissionRepeated(String, char),
+    #[error("permissions are empty")]
+    NoPermissions,
+    #[error("mount {mount} is outside the allowed roots ({roots})")]
+    MountOutside { mount: String, roots: String },
+    #[error("env var name {0:?} is not a valid name")]
+    EnvName(String),
+}
+
 /// Checks `groups` against the snapshot they were made from.
-pub fn groups(snapshot: &SnapshotView<'_>, groups: &[DeviceGroup], allowed_roots: &[PathBuf]) -> Result<(), String> {
+pub fn groups(snapshot: &SnapshotView<'_>, groups: &[DeviceGroup], allowed_roots: &[PathBuf]) -> Result<(), Invalid> {
     Checker::new(snapshot, allowed_roots).groups(groups)
 }
 
@@ -44,34 +96,34 @@ impl<'a> Checker<'a> {
     }
 
     /// One call's groups: each well formed, and no id used twice.
-    pub fn groups(&self, groups: &[DeviceGroup]) -> Result<(), String> {
+    pub fn groups(&self, groups: &[DeviceGroup]) -> Result<(), Invalid> {
         let mut ids = FxHashSet::default();
         for (index, group) in groups.iter().enumerate() {
-            let at = |reason: String| format!("group {index} ({:?}): {reason}", group.id);
+            let at = |problem| Invalid::Group { index, id: group.id.clone(), problem };
             if !ids.insert(group.id.as_str()) {
-                return Err(at("id is used by another group".into()));
+                return Err(at(GroupProblem::DuplicateId));
             }
             self.group(group).map_err(at)?;
         }
         Ok(())
     }
 
-    fn group(&self, group: &DeviceGroup) -> Result<(), String> {
+    fn group(&self, group: &DeviceGroup) -> Result<(), GroupProblem> {
         if group.id.is_empty() {
-            return Err("empty id".into());
+            return Err(GroupProblem::EmptyId);
         }
         if group.share == 0 || group.share > MAX_SHARE {
-            return Err(format!("share {} is not in 1..={MAX_SHARE}", group.share));
+            return Err(GroupProblem::Share(group.share));
         }
-        if let Some(member) = group.members.iter().find(|&&m| m as usize >= self.candidate.len()) {
-            return Err(format!("member {member} is not a node of the snapshot"));
+        if let Some(&member) = group.members.iter().find(|&&m| m as usize >= self.candidate.len()) {
+            return Err(GroupProblem::NotANode(member));
         }
         if !group.members.iter().any(|&m| self.candidate[m as usize]) {
-            return Err("no member is one of the candidates it was given".into());
+            return Err(GroupProblem::NoCandidate);
         }
         for node in &group.device_nodes {
             if !self.granted_paths.contains(node.host_path.as_str()) {
-                return Err(format!("device node {} is not the node of any device it was given", node.host_path));
+                return Err(GroupProblem::NodeNotGiven(node.host_path.clone()));
             }
             if let Some(container_path) = &node.container_path {
                 container_path_ok(container_path)?;
@@ -81,51 +133,39 @@ impl<'a> Checker<'a> {
         for mount in &group.mounts {
             let host = Path::new(&mount.host_path);
             if !is_normal_absolute(host) || !self.allowed_roots.iter().any(|root| host.starts_with(root)) {
-                return Err(format!(
-                    "mount {} is outside the allowed roots ({})",
-                    mount.host_path,
-                    self.allowed_roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
-                ));
+                return Err(GroupProblem::MountOutside {
+                    mount: mount.host_path.clone(),
+                    roots: self.allowed_roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", "),
+                });
             }
             container_path_ok(&mount.container_path)?;
         }
-        for (name, _) in &group.env {
-            if !env_name_ok(name) {
-                return Err(format!("env var name {name:?} is not a valid name"));
-            }
+        if let Some((name, _)) = group.env.iter().find(|(name, _)| !env_name_ok(name)) {
+            return Err(GroupProblem::EnvName(name.clone()));
         }
         Ok(())
     }
 }
 
-/// Absolute, with no `.` or `..` (so `starts_with` on it means what it says).
-fn is_normal_absolute(path: &Path) -> bool {
-    path.is_absolute() && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+fn container_path_ok(path: &str) -> Result<(), GroupProblem> {
+    if is_normal_absolute(Path::new(path)) { Ok(()) } else { Err(GroupProblem::ContainerPath(path.into())) }
 }
 
-fn container_path_ok(path: &str) -> Result<(), String> {
-    if is_normal_absolute(Path::new(path)) {
-        Ok(())
-    } else {
-        Err(format!("container path {path:?} must be absolute, without `.` or `..`"))
-    }
-}
-
-pub fn permissions_ok(permissions: &str) -> Result<(), String> {
+fn permissions_ok(permissions: &str) -> Result<(), GroupProblem> {
     let mut seen = [false; 3];
     for c in permissions.chars() {
         let slot = match c {
             'r' => 0,
             'w' => 1,
             'm' => 2,
-            _ => return Err(format!("permissions {permissions:?} may hold only r, w and m")),
+            _ => return Err(GroupProblem::PermissionLetters(permissions.into())),
         };
         if std::mem::replace(&mut seen[slot], true) {
-            return Err(format!("permissions {permissions:?} repeat {c:?}"));
+            return Err(GroupProblem::PermissionRepeated(permissions.into(), c));
         }
     }
     if permissions.is_empty() {
-        return Err("permissions are empty".into());
+        return Err(GroupProblem::NoPermissions);
     }
     Ok(())
 }
@@ -140,7 +180,7 @@ fn env_name_ok(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handler::bindings::{DeviceNode, Mount, Node, NodeView, Origin};
+    use crate::contract::{DeviceNode, Mount, Node, NodeView, Origin};
 
     fn snapshot() -> SnapshotView<'static> {
         let node = Box::leak(Box::new(Node {
@@ -180,7 +220,7 @@ mod tests {
         let roots = [PathBuf::from("/dev")];
         assert!(groups(&snapshot(), &[group("/dev/ttyUSB0")], &roots).is_ok());
         assert!(groups(&snapshot(), &[group("/dev/serial/by-id/usb-1a86")], &roots).is_ok());
-        let err = groups(&snapshot(), &[group("/etc/shadow")], &roots).unwrap_err();
+        let err = groups(&snapshot(), &[group("/etc/shadow")], &roots).unwrap_err().to_string();
         assert!(err.contains("/etc/shadow"), "{err}");
     }
 
@@ -189,7 +229,9 @@ mod tests {
         let roots = [PathBuf::from("/dev")];
         let mut g = group("/dev/ttyUSB0");
         g.mounts.push(Mount { host_path: "/dev/../etc".into(), container_path: "/x".into(), read_only: true });
-        assert!(groups(&snapshot(), &[g.clone()], &roots).unwrap_err().contains("outside the allowed roots"));
+        assert!(
+            groups(&snapshot(), &[g.clone()], &roots).unwrap_err().to_string().contains("outside the allowed roots")
+        );
         g.mounts[0].host_path = "/devices".into();
         assert!(groups(&snapshot(), &[g.clone()], &roots).is_err(), "/devices is not under /dev");
         g.mounts[0].host_path = "/dev/shm".into();
@@ -201,7 +243,7 @@ mod tests {
         let roots = [PathBuf::from("/dev")];
         let mut g = group("/dev/ttyUSB0");
         g.share = 0;
-        assert!(groups(&snapshot(), &[g], &roots).unwrap_err().contains("share"));
+        assert!(groups(&snapshot(), &[g], &roots).unwrap_err().to_string().contains("share"));
         let mut g = group("/dev/ttyUSB0");
         g.device_nodes[0].permissions = "rwx".into();
         assert!(groups(&snapshot(), &[g], &roots).is_err());
@@ -210,9 +252,12 @@ mod tests {
         assert!(groups(&snapshot(), &[g], &roots).is_err());
         let mut g = group("/dev/ttyUSB0");
         g.members = vec![];
-        assert!(groups(&snapshot(), &[g], &roots).unwrap_err().contains("no member"), "a group stands for a candidate");
+        assert!(
+            groups(&snapshot(), &[g], &roots).unwrap_err().to_string().contains("no member"),
+            "a group stands for a candidate"
+        );
         let g = group("/dev/ttyUSB0");
-        assert!(groups(&snapshot(), &[g.clone(), g], &roots).unwrap_err().contains("another group"));
+        assert!(groups(&snapshot(), &[g.clone(), g], &roots).unwrap_err().to_string().contains("another group"));
         let mut g = group("/dev/ttyUSB0");
         g.env.push(("1BAD".into(), "x".into()));
         assert!(groups(&snapshot(), &[g], &roots).is_err());

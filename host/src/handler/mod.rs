@@ -1,13 +1,12 @@
 //! The handler runtime: one wasmtime engine, every handler compiled once and
 //! pre-instantiated, and a fresh capability-less sandbox for every call.
 //!
-//! A call runs under a memory cap (`StoreLimits`) and a time budget (epoch
-//! deadline armed by the [`watchdog`]). A handler that traps, runs out of its
-//! budget or returns something invalid yields an [`Error`] for its resource;
-//! nothing else is affected.
+//! A call runs under a memory cap (a [`ResourceLimiter`] of its own, so a
+//! refusal is known by type) and a time budget (epoch deadline armed by the
+//! [`watchdog`]). A handler that traps, runs out of its budget or returns
+//! something invalid yields an [`Error`] for its resource; nothing else is
+//! affected.
 
-pub mod bindings;
-pub mod builtin;
 mod cache;
 pub mod check;
 mod compile;
@@ -20,18 +19,18 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{
     Component, ComponentExportIndex, Instance, Linker, ResourceTable, TypedFunc, types::ComponentItem,
 };
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use bindings::{
-    CONTRACT_VERSION, DISCOVERY_EXPORT_PREFIX, DeviceGroup, GuestError, HandlerInfo, HandlerPre, Requirements,
+use crate::contract::{
+    self, CONTRACT_VERSION, DISCOVERY_EXPORT_PREFIX, DeviceGroup, GuestError, HandlerInfo, HandlerPre, Requirements,
     SnapshotView, Verdict,
 };
-use crate::digest::{sha256_digest, sha256_hex};
+use crate::support::digest::{sha256_digest, sha256_hex};
 use cache::ArtifactCache;
-pub use cache::CacheError;
-pub use compile::{Compiler, compile_stdin_to_stdout};
+pub use check::Invalid;
+pub use compile::{CompileError, Compiler, compile_stdin_to_stdout};
 
 /// What a call may use.
 #[derive(Clone, Copy, Debug)]
@@ -53,8 +52,10 @@ const STDERR_CAPTURE: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("handler {handler}: cannot load: {reason}")]
-    Load { handler: String, reason: String },
+    #[error("cannot set up the handler runtime: {0:#}")]
+    Runtime(wasmtime::Error),
+    #[error("handler {handler}: cannot load: {source}")]
+    Load { handler: String, source: LoadFailure },
     #[error(
         "handler {handler}: built for contract devsieve:handler@{found}, but this agent speaks \
          devsieve:handler@{CONTRACT_VERSION}; rebuild the handler with a devsieve-sdk for contract {CONTRACT_VERSION}"
@@ -64,12 +65,36 @@ pub enum Error {
     Timeout { handler: String, call: &'static str, budget: Duration },
     #[error("handler {handler}: exceeded its memory cap of {cap_mib} MiB in `{call}`")]
     Memory { handler: String, call: &'static str, cap_mib: usize },
-    #[error("handler {handler}: trapped in `{call}`: {trap}{stderr}")]
-    Trap { handler: String, call: &'static str, trap: String, stderr: String },
+    #[error("handler {handler}: trapped in `{call}`: {trap:#}{stderr}")]
+    Trap { handler: String, call: &'static str, trap: wasmtime::Error, stderr: String },
     #[error("handler {handler}: {}", guest_message(.error))]
     Rejected { handler: String, error: GuestError },
-    #[error("handler {handler}: returned an invalid result from `{call}`: {reason}")]
-    Invalid { handler: String, call: &'static str, reason: String },
+    #[error("handler {handler}: returned an invalid result from `{call}`: {source}")]
+    Invalid { handler: String, call: &'static str, source: Box<Invalid> },
+}
+
+/// Why a component could not be made a handler.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadFailure {
+    #[error("{0:?} is not a sha256 digest")]
+    Digest(String),
+    #[error(
+        "not a WebAssembly component (build it for wasm32-wasip2, e.g. \
+         `cargo build --target wasm32-wasip2 --release`)"
+    )]
+    NotAComponent,
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    /// Loading the compiled code or linking it failed.
+    #[error("{0:#}")]
+    Link(wasmtime::Error),
+    #[error("exports no `{0}`")]
+    MissingExport(&'static str),
+    #[error(
+        "exports no `{DISCOVERY_EXPORT_PREFIX}{CONTRACT_VERSION}`: it is not a devsieve handler \
+         (build it with devsieve-sdk and `export_handler!`)"
+    )]
+    NotAHandler,
 }
 
 /// A guest's error as a person reads it: `field: message`.
@@ -84,7 +109,7 @@ impl Error {
     /// A short stable name for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            Error::Load { .. } => "load",
+            Error::Runtime(_) | Error::Load { .. } => "load",
             Error::Contract { .. } => "contract",
             Error::Timeout { .. } => "timeout",
             Error::Memory { .. } => "memory",
@@ -99,8 +124,48 @@ impl Error {
 struct Sandbox {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: SandboxLimits,
     deadline: Instant,
+}
+
+/// What one sandbox may allocate. It remembers refusing memory, so a trap
+/// that follows is known to be the cap's doing by this flag, not by the
+/// trap's message.
+struct SandboxLimits {
+    memory_bytes: usize,
+    refused_memory: bool,
+}
+
+/// The error a refused `memory.grow` traps with (the guest would abort on
+/// the failed allocation anyway; this stops it at once).
+#[derive(Debug, thiserror::Error)]
+#[error("the handler's memory cap of {0} bytes was reached")]
+struct MemoryCapReached(usize);
+
+impl ResourceLimiter for SandboxLimits {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.refused_memory = true;
+            return Err(MemoryCapReached(self.memory_bytes).into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        16
+    }
+
+    fn tables(&self) -> usize {
+        16
+    }
+
+    fn memories(&self) -> usize {
+        4
+    }
 }
 
 impl WasiView for Sandbox {
@@ -144,12 +209,11 @@ impl Runtime {
     /// `cache_dir`: where compiled handlers are kept across restarts (none:
     /// compile on every start).
     pub fn new(cache_dir: Option<&Path>, limits: Limits, compiler: Compiler) -> Result<Self, Error> {
-        let fail = |reason: String| Error::Load { handler: "(runtime)".into(), reason };
-        let engine = Engine::new(&compile::engine_config(false)).map_err(|e| fail(format!("{e:#}")))?;
+        let engine = Engine::new(&compile::engine_config(false)).map_err(Error::Runtime)?;
         let mut linker = Linker::new(&engine);
         // Guests built for wasm32-wasip2 import WASI's interfaces even when
         // unused; link them, then grant nothing in `WasiCtx`.
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| fail(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(Error::Runtime)?;
         let cache = match cache_dir {
             Some(dir) => match ArtifactCache::open(dir, &engine) {
                 Ok(cache) => Some(cache),
@@ -164,18 +228,14 @@ impl Runtime {
         Ok(Runtime { engine, linker, cache, compiler, watchdog, limits })
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// Compiles (or loads from the cache) and pre-instantiates a handler.
     /// `digest` is the `sha256:<hex>` of `bytes` that the loader verified (or
     /// build.rs computed): with a warm cache `bytes` are not read at all.
     pub fn load(&self, name: &str, bytes: &[u8], digest: &str) -> Result<Arc<LoadedHandler>, Error> {
-        let fail = |reason: String| Error::Load { handler: name.to_string(), reason };
+        let fail = |source: LoadFailure| Error::Load { handler: name.to_string(), source };
         debug_assert_eq!(digest, sha256_digest(bytes), "the digest of {name}'s bytes");
         // It names a file in the cache: nothing but 64 hex digits.
-        let digest_hex = sha256_hex(digest).ok_or_else(|| fail(format!("{digest:?} is not a sha256 digest")))?;
+        let digest_hex = sha256_hex(digest).ok_or_else(|| fail(LoadFailure::Digest(digest.into())))?;
         let cached = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, digest_hex));
         let component = match cached {
             Some(component) => {
@@ -185,26 +245,22 @@ impl Runtime {
             None => {
                 let started = Instant::now();
                 if !wasmparser_is_component(bytes) {
-                    return Err(fail(
-                        "not a WebAssembly component (build it for wasm32-wasip2, e.g. \
-                         `cargo build --target wasm32-wasip2 --release`)"
-                            .into(),
-                    ));
+                    return Err(fail(LoadFailure::NotAComponent));
                 }
-                let artifact = self.compiler.compile(bytes).map_err(fail)?;
+                let artifact = self.compiler.compile(bytes).map_err(|e| fail(e.into()))?;
                 tracing::debug!(handler = name, %digest, elapsed = ?started.elapsed(), "compiled the handler");
-                self.from_artifact(digest_hex, &artifact).map_err(fail)?
+                self.load_artifact(digest_hex, &artifact).map_err(|e| fail(LoadFailure::Link(e)))?
             }
         };
         self.check_contract(name, &component)?;
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| fail(format!("{e:#}")))?;
-        let pre = HandlerPre::new(instance_pre).map_err(|e| fail(format!("{e:#}")))?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| fail(LoadFailure::Link(e)))?;
+        let pre = HandlerPre::new(instance_pre).map_err(|e| fail(LoadFailure::Link(e)))?;
         let interface =
             component.get_export_index(None, format!("{DISCOVERY_EXPORT_PREFIX}{CONTRACT_VERSION}").as_str());
-        let export = |function: &str| {
+        let export = |function: &'static str| {
             component
                 .get_export_index(interface.as_ref(), function)
-                .ok_or_else(|| fail(format!("exports no `{function}`")))
+                .ok_or_else(|| fail(LoadFailure::MissingExport(function)))
         };
         let mut handler = LoadedHandler {
             name: name.to_string(),
@@ -217,7 +273,7 @@ impl Runtime {
         };
         handler.info = handler.call(self, "metadata", |handler, store| {
             let instance = handler.instance(store)?;
-            let bindings = bindings::Handler::new(&mut *store, &instance)?;
+            let bindings = contract::Handler::new(&mut *store, &instance)?;
             // Snapshots are lowered from views: check their shape now, not at the first event.
             handler.select_func(store, &instance)?;
             handler.group_func(store, &instance)?;
@@ -231,7 +287,7 @@ impl Runtime {
 
     /// Loads what the compiler made: through the cache if there is one, so
     /// the code is mapped from its file; otherwise copied from memory.
-    fn from_artifact(&self, digest_hex: &str, artifact: &[u8]) -> Result<Component, String> {
+    fn load_artifact(&self, digest_hex: &str, artifact: &[u8]) -> wasmtime::Result<Component> {
         if let Some(component) = self.cache.as_ref().and_then(|cache| cache.store(&self.engine, digest_hex, artifact)) {
             return Ok(component);
         }
@@ -255,13 +311,7 @@ impl Runtime {
         }
         match found {
             Some(found) => Err(Error::Contract { handler: name.into(), found }),
-            None => Err(Error::Load {
-                handler: name.into(),
-                reason: format!(
-                    "exports no `{DISCOVERY_EXPORT_PREFIX}{CONTRACT_VERSION}`: it is not a devsieve handler \
-                     (build it with devsieve-sdk and `export_handler!`)"
-                ),
-            }),
+            None => Err(Error::Load { handler: name.into(), source: LoadFailure::NotAHandler }),
         }
     }
 
@@ -272,13 +322,7 @@ impl Runtime {
         let sandbox = Sandbox {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes)
-                .instances(16)
-                .tables(16)
-                .memories(4)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: SandboxLimits { memory_bytes: self.limits.memory_bytes, refused_memory: false },
             deadline: Instant::now() + self.limits.time_budget,
         };
         let mut store = Store::new(&self.engine, sandbox);
@@ -323,9 +367,6 @@ impl std::fmt::Debug for LoadedHandler {
 }
 
 impl LoadedHandler {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
     /// `sha256:<hex>` of the component bytes.
     pub fn digest(&self) -> &str {
         &self.digest
@@ -361,17 +402,19 @@ impl LoadedHandler {
         if verdicts.len() != snapshot.candidates.len() {
             return Err(self.invalid(
                 "select",
-                format!("{} verdicts for {} candidates", verdicts.len(), snapshot.candidates.len()),
+                Invalid::VerdictCount { verdicts: verdicts.len(), candidates: snapshot.candidates.len() },
             ));
         }
         let checker = check::Checker::new(snapshot, allowed_roots);
         for (verdict, &candidate) in verdicts.iter().zip(&snapshot.candidates) {
             let Verdict::Alone(groups) = verdict else { continue };
             let devpath = snapshot.nodes[candidate as usize].devpath;
-            let at = |reason: String| self.invalid("select", format!("the verdict on {devpath}: {reason}"));
+            let at = |problem: Invalid| {
+                self.invalid("select", Invalid::Verdict { devpath: devpath.into(), problem: Box::new(problem) })
+            };
             checker.groups(groups).map_err(at)?;
             if let Some(group) = groups.iter().find(|g| !g.members.contains(&candidate)) {
-                return Err(at(format!("group {:?} does not name the device among its members", group.id)));
+                return Err(at(Invalid::NotItsDevice(group.id.clone())));
             }
         }
         Ok(verdicts)
@@ -393,8 +436,9 @@ impl LoadedHandler {
         Ok(groups)
     }
 
-    fn invalid(&self, call: &'static str, reason: String) -> Error {
-        Error::Invalid { handler: self.name.clone(), call, reason }
+    /// `problem` with what this handler returned from `call`.
+    pub fn invalid(&self, call: &'static str, problem: Invalid) -> Error {
+        Error::Invalid { handler: self.name.clone(), call, source: Box::new(problem) }
     }
 
     /// A new instance in `store`, for the typed `select` and `group` calls
@@ -425,29 +469,29 @@ impl LoadedHandler {
         match f(self, &mut store) {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(Error::Rejected { handler: self.name.clone(), error }),
-            Err(error) => Err(self.classify(runtime, call, error, &stderr)),
+            Err(error) => Err(self.classify(runtime, call, error, store.data().limits.refused_memory, &stderr)),
         }
     }
 
+    /// What a failed call was: its own limiter refused memory, the watchdog
+    /// interrupted it, or it trapped.
     fn classify(
         &self,
         runtime: &Runtime,
         call: &'static str,
         error: wasmtime::Error,
+        refused_memory: bool,
         stderr: &MemoryOutputPipe,
     ) -> Error {
         let handler = self.name.clone();
+        if refused_memory {
+            return Error::Memory { handler, call, cap_mib: runtime.limits.memory_bytes >> 20 };
+        }
         if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
             return Error::Timeout { handler, call, budget: runtime.limits.time_budget };
         }
-        // With trap_on_grow_failure the limiter's error is not a `Trap`:
-        // recognise it in the chain.
-        let chain = format!("{error:#}");
-        if chain.contains("memory") && (chain.contains("limit") || chain.contains("grow")) {
-            return Error::Memory { handler, call, cap_mib: runtime.limits.memory_bytes >> 20 };
-        }
         let captured = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
         let stderr = if captured.is_empty() { String::new() } else { format!("; handler stderr: {captured}") };
-        Error::Trap { handler, call, trap: chain, stderr }
+        Error::Trap { handler, call, trap: error, stderr }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use devsieve_proto::v1beta1::{CdiDevice, ContainerAllocateResponse, DeviceSpec, Mount};
 
-use crate::registry::DeviceList;
+use crate::inventory::DeviceList;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum AllocateError {
@@ -153,8 +153,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::discover::{Advertised, GrantedMount, GrantedNode};
-    use crate::registry::Unit;
+    use crate::inventory::Unit;
+    use crate::model::{Advertised, GrantedMount, GrantedNode};
 
     fn group(id: &str, share: u32, nodes: &[&str], env: &[(&str, &str)]) -> Arc<Advertised> {
         Arc::new(Advertised {
@@ -179,7 +179,7 @@ mod tests {
         let mut list = DeviceList::default();
         for group in groups {
             for unit in 0..group.share {
-                let id = crate::names::unit_id(&group.handler_id, unit, group.share);
+                let id = crate::support::names::unit_id(&group.handler_id, unit, group.share);
                 let healthy = !unhealthy.contains(&id.as_str());
                 list.units.insert(id, Unit { healthy, group: group.clone() });
             }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::registry::DeviceList;
+use crate::inventory::DeviceList;
+use crate::model::Advertised;
+use crate::support::files::{SHARED, write_atomically};
 
 /// The CDI spec version written; 0.5.0 added `hostPath` on device nodes.
 const CDI_VERSION: &str = "0.6.0";
@@ -60,7 +62,7 @@ struct CdiMount<'a> {
 
 /// The spec text for `resource`'s current groups.
 pub fn spec(resource: &str, list: &DeviceList) -> String {
-    let mut groups: Vec<&crate::discover::Advertised> = list.units.values().map(|u| &*u.group).collect();
+    let mut groups: Vec<&Advertised> = list.units.values().map(|u| &*u.group).collect();
     groups.sort_by(|a, b| a.id.cmp(&b.id));
     groups.dedup_by(|a, b| a.id == b.id);
     let devices = groups
@@ -102,7 +104,8 @@ pub async fn maintain(dir: PathBuf, resource: String, mut devices: watch::Receiv
     let path = spec_path(&dir, &resource);
     loop {
         let text = spec(&resource, &devices.borrow_and_update());
-        if let Err(error) = write_atomically(&path, text.as_bytes()) {
+        let written = std::fs::create_dir_all(&dir).and_then(|()| write_atomically(&path, text.as_bytes(), SHARED));
+        if let Err(error) = written {
             tracing::error!(%resource, path = %path.display(), %error, "cannot write the CDI spec");
         }
         if devices.changed().await.is_err() {
@@ -112,20 +115,11 @@ pub async fn maintain(dir: PathBuf, resource: String, mut devices: watch::Receiv
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let temp = path.with_extension(format!("json.tmp{}", std::process::id()));
-    std::fs::write(&temp, bytes)?;
-    std::fs::rename(&temp, path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discover::{Advertised, GrantedMount, GrantedNode};
-    use crate::registry::Unit;
+    use crate::inventory::Unit;
+    use crate::model::{GrantedMount, GrantedNode};
 
     #[test]
     fn one_cdi_device_per_group_with_its_edits() {

@@ -1,7 +1,7 @@
 //! The kubelet advertiser: one device-plugin gRPC server per resource, on a
 //! Unix socket in the plugin directory, registered with the kubelet.
 //!
-//! It follows the registry's resource set (serving resources as they are
+//! It follows the inventory's resource set (serving resources as they are
 //! added, stopping those removed) and the plugin directory through inotify:
 //! - `kubelet.sock` created (the kubelet started or restarted): register every
 //!   resource at once;
@@ -13,9 +13,9 @@
 //! No poll interval and no fixed sleep: the only timers are the backoff of a
 //! registration that failed while `kubelet.sock` exists.
 
-pub mod allocate;
-pub mod cdi;
-pub mod plugin;
+mod allocate;
+mod cdi;
+mod plugin;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,20 +28,23 @@ use devsieve_proto::v1beta1::registration_client::RegistrationClient;
 use devsieve_proto::v1beta1::{KUBELET_SOCKET, RegisterRequest, VERSION};
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::evaluation::ResourceSpec;
+use crate::inventory::{DeviceList, ResourceSet};
 use crate::metrics::Metrics;
-use crate::registry::{DeviceList, ResourceSet, ResourceSpec};
+use crate::support::backoff::Backoff;
+use crate::support::digest::sha256_hex_of;
 
 /// The longest path a Unix socket may have (`sun_path` holds 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
-const BACKOFF_FIRST: Duration = Duration::from_millis(20);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Registering again after a failed `Register` (while `kubelet.sock` exists).
+const REGISTER_RETRY_MAX: Duration = Duration::from_secs(5);
+const REGISTER_RETRY: Backoff = Backoff::new(Duration::from_millis(20), REGISTER_RETRY_MAX);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeletError {
@@ -142,7 +145,7 @@ impl Advertiser {
         Ok(())
     }
 
-    /// Serves and registers the registry's resources until `shutdown`, then
+    /// Serves and registers the inventory's resources until `shutdown`, then
     /// stops every server and removes its socket.
     pub async fn run(
         self,
@@ -388,7 +391,7 @@ impl Advertiser {
         let metrics = self.metrics.clone();
         let status = self.status.clone();
         plugin.registration = Some(tokio::spawn(async move {
-            let mut backoff = BACKOFF_FIRST;
+            let mut backoff = REGISTER_RETRY;
             let mut last_error: Option<String> = None;
             loop {
                 let started = std::time::Instant::now();
@@ -411,16 +414,16 @@ impl Advertiser {
                     Err(error) => {
                         metrics.registration(&request.resource_name, false);
                         // Once per distinct failure, not once per attempt.
+                        let error = error.to_string();
                         if last_error.as_deref() != Some(error.as_str()) {
                             tracing::warn!(
                                 resource = %request.resource_name,
                                 %error,
-                                "registration failed; retrying with backoff (up to {BACKOFF_MAX:?})"
+                                "registration failed; retrying with backoff (up to {REGISTER_RETRY_MAX:?})"
                             );
                             last_error = Some(error);
                         }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        tokio::time::sleep(backoff.next_delay()).await;
                     }
                 }
             }
@@ -473,39 +476,33 @@ fn vanished(kind: &EventKind) -> bool {
     matches!(kind, EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)))
 }
 
-async fn register_once(kubelet: &Path, request: RegisterRequest, timeout: Duration) -> Result<(), String> {
-    let call = async {
-        let channel = dial(kubelet).await.map_err(|e| format!("cannot connect to {}: {e}", kubelet.display()))?;
-        RegistrationClient::new(channel)
-            .register(request)
-            .await
-            .map_err(|status| format!("the kubelet refused: {}", status.message()))?;
-        Ok(())
-    };
-    tokio::time::timeout(timeout, call)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer from the kubelet within {timeout:?}")))
+/// Why one `Register` call failed.
+#[derive(Debug, thiserror::Error)]
+enum RegisterError {
+    #[error("cannot connect to {}: {}", .socket.display(), crate::support::error_chain(.source))]
+    Connect { socket: PathBuf, source: tonic::transport::Error },
+    #[error("the kubelet refused: {}", .0.message())]
+    Refused(tonic::Status),
+    #[error("no answer from the kubelet within {0:?}")]
+    Timeout(Duration),
 }
 
-/// A gRPC channel over a Unix socket.
-pub async fn dial(socket: &Path) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    let socket = socket.to_path_buf();
-    // The URI is required by the API and ignored by the connector.
-    tonic::transport::Endpoint::from_static("http://[::1]:0")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
-            }
-        }))
-        .await
+async fn register_once(kubelet: &Path, request: RegisterRequest, timeout: Duration) -> Result<(), RegisterError> {
+    let call = async {
+        let channel = devsieve_proto::dial(kubelet)
+            .await
+            .map_err(|source| RegisterError::Connect { socket: kubelet.to_path_buf(), source })?;
+        RegistrationClient::new(channel).register(request).await.map_err(RegisterError::Refused)?;
+        Ok(())
+    };
+    tokio::time::timeout(timeout, call).await.unwrap_or(Err(RegisterError::Timeout(timeout)))
 }
 
 /// How long a resource's part of a socket name may be.
 const SLUG_MAX: usize = 40;
 
 /// A file-name-safe, bounded form of a resource name: `devsieve.io_printer`.
-pub fn slug(resource: &str) -> String {
+fn slug(resource: &str) -> String {
     let plain: String = resource
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
@@ -513,7 +510,7 @@ pub fn slug(resource: &str) -> String {
     if plain.len() <= SLUG_MAX {
         return plain;
     }
-    let digest = format!("{:x}", Sha256::digest(resource.as_bytes()));
+    let digest = sha256_hex_of(resource.as_bytes());
     format!("{}-{}", &plain[..SLUG_MAX - 9], &digest[..8])
 }
 

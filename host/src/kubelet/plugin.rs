@@ -20,8 +20,8 @@ use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
 
 use super::allocate;
+use crate::inventory::DeviceList;
 use crate::metrics::Metrics;
-use crate::registry::DeviceList;
 
 pub struct PluginService {
     pub resource: String,

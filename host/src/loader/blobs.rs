@@ -15,8 +15,8 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use super::LoadError;
-use crate::digest::{sha256_digest, sha256_hex};
-use crate::files::write_atomically;
+use crate::support::digest::{sha256_digest, sha256_hex, sha256_hex_of};
+use crate::support::files::{PRIVATE, write_atomically};
 
 #[derive(Debug)]
 pub struct BlobCache {
@@ -37,16 +37,12 @@ impl BlobCache {
         Ok(BlobCache { dir: dir.to_path_buf() })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn blob_path(&self, digest: &str) -> Option<PathBuf> {
         sha256_hex(digest).map(|hex| self.dir.join("sha256").join(hex))
     }
 
     fn ref_path(&self, reference: &str) -> PathBuf {
-        self.dir.join("refs").join(&sha256_digest(reference.as_bytes())["sha256:".len()..])
+        self.dir.join("refs").join(sha256_hex_of(reference.as_bytes()))
     }
 
     /// The bytes of `digest`, if cached, no larger than `max_bytes`, and
@@ -74,7 +70,7 @@ impl BlobCache {
             tracing::error!(digest, "refusing to cache a blob under a digest it does not have");
             return;
         }
-        if let Err(error) = write_atomically(&path, bytes) {
+        if let Err(error) = write_atomically(&path, bytes, PRIVATE) {
             tracing::warn!(path = %path.display(), %error, "could not cache a handler blob");
         }
     }
@@ -82,7 +78,7 @@ impl BlobCache {
     /// Records that `reference` (a tag, a ConfigMap key) resolved to `digest`.
     pub fn remember(&self, reference: &str, digest: &str) {
         let path = self.ref_path(reference);
-        if let Err(error) = write_atomically(&path, format!("{digest}\n{reference}\n").as_bytes()) {
+        if let Err(error) = write_atomically(&path, format!("{digest}\n{reference}\n").as_bytes(), PRIVATE) {
             tracing::warn!(path = %path.display(), %error, "could not record a resolved reference");
         }
     }

@@ -10,6 +10,7 @@
 //! `kubectl create configmap NAME --from-file=KEY=handler.wasm` puts a
 //! component (not UTF-8) into `binaryData` by itself.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,23 +19,55 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, WatchEvent, WatchParams};
 use tokio::sync::watch;
 
-use crate::digest::sha256_digest;
-use super::{HandlerBytes, Inner, LoadError, WatchItem, error_chain};
+use super::{HandlerBytes, Inner, LoadError, WatchItem};
 use crate::config::ConfigMapRef;
+use crate::support::backoff::Backoff;
+use crate::support::digest::sha256_digest;
+use crate::support::error_chain;
 
 fn describe(cm: &ConfigMapRef) -> String {
     format!("configmap:{}/{}/{}", cm.namespace, cm.name, cm.key)
 }
 
+/// Why a ConfigMap reference gives no handler now.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigMapProblem {
+    #[error("ConfigMap {0} does not exist")]
+    Missing(String),
+    #[error("ConfigMap {0} was deleted; the agent keeps the handler it last loaded")]
+    Deleted(String),
+    #[error(
+        "key {key:?} is in `data`, not `binaryData`; a handler is binary: create it with \
+         `kubectl create configmap {name} --from-file={key}=handler.wasm`"
+    )]
+    NotBinary { key: String, name: String },
+    #[error("ConfigMap {configmap} has no key {key:?} (its keys: {keys})")]
+    NoKey { configmap: String, key: String, keys: String },
+    #[error(
+        "the agent may not read this ConfigMap ({0}); grant get and watch on it \
+         (deploy/rbac-configmap-handlers.yaml)"
+    )]
+    Forbidden(String),
+    /// The API server failed otherwise (its error chain).
+    #[error("{0}")]
+    Api(String),
+    #[error("cannot read it: {0}")]
+    Unreachable(String),
+}
+
+fn problem(cm: &ConfigMapRef, problem: ConfigMapProblem) -> LoadError {
+    LoadError::ConfigMap { reference: describe(cm), problem }
+}
+
 /// The handler in `object`'s `binaryData[key]`, or why there is none.
-fn extract(inner: &Inner, cm: &ConfigMapRef, object: &ConfigMap) -> Result<HandlerBytes, String> {
+fn extract(inner: &Inner, cm: &ConfigMapRef, object: &ConfigMap) -> Result<HandlerBytes, LoadError> {
     let reference = describe(cm);
     let version = object.metadata.resource_version.as_deref().unwrap_or("?");
     if let Some(bytes) = object.binary_data.as_ref().and_then(|data| data.get(&cm.key)) {
         let bytes = &bytes.0;
         let cap = inner.options.max_module_bytes;
         if bytes.len() as u64 > cap {
-            return Err(LoadError::TooLarge { origin: reference, size: bytes.len() as u64, cap }.to_string());
+            return Err(LoadError::TooLarge { origin: reference, size: bytes.len() as u64, cap });
         }
         return Ok(HandlerBytes {
             digest: sha256_digest(bytes),
@@ -44,32 +77,30 @@ fn extract(inner: &Inner, cm: &ConfigMapRef, object: &ConfigMap) -> Result<Handl
         });
     }
     if object.data.as_ref().is_some_and(|data| data.contains_key(&cm.key)) {
-        return Err(format!(
-            "{reference}: key {:?} is in `data`, not `binaryData`; a handler is binary: create it with \
-             `kubectl create configmap {} --from-file={}=handler.wasm`",
-            cm.key, cm.name, cm.key
-        ));
+        return Err(problem(cm, ConfigMapProblem::NotBinary { key: cm.key.clone(), name: cm.name.clone() }));
     }
     let mut keys: Vec<&str> = object.binary_data.iter().flat_map(|d| d.keys().map(String::as_str)).collect();
     keys.extend(object.data.iter().flat_map(|d| d.keys().map(String::as_str)));
-    Err(format!(
-        "{reference}: ConfigMap {}/{} has no key {:?} (its keys: {})",
-        cm.namespace,
-        cm.name,
-        cm.key,
-        if keys.is_empty() { "none".to_string() } else { keys.join(", ") }
+    Err(problem(
+        cm,
+        ConfigMapProblem::NoKey {
+            configmap: format!("{}/{}", cm.namespace, cm.name),
+            key: cm.key.clone(),
+            keys: if keys.is_empty() { "none".to_string() } else { keys.join(", ") },
+        },
     ))
 }
 
-fn api_error(reference: &str, error: &kube::Error) -> String {
+/// An API error as the problem it is for this reference.
+fn api_problem(error: &kube::Error) -> ConfigMapProblem {
     match error {
-        kube::Error::Api(status) if status.code == 403 => format!(
-            "{reference}: the agent may not read this ConfigMap ({}); grant get and watch on it \
-             (deploy/rbac-configmap-handlers.yaml)",
-            status.message
-        ),
-        other => format!("{reference}: {}", error_chain(other)),
+        kube::Error::Api(status) if status.code == 403 => ConfigMapProblem::Forbidden(status.message.clone()),
+        other => ConfigMapProblem::Api(error_chain(other)),
     }
+}
+
+fn missing(cm: &ConfigMapRef) -> LoadError {
+    problem(cm, ConfigMapProblem::Missing(format!("{}/{}", cm.namespace, cm.name)))
 }
 
 /// Reads the handler once.
@@ -78,24 +109,18 @@ pub(super) async fn fetch(inner: &Inner, cm: &ConfigMapRef) -> Result<HandlerByt
     let client = inner.kube_client(&reference).await?;
     let api: Api<ConfigMap> = Api::namespaced(client, &cm.namespace);
     let got = tokio::time::timeout(inner.options.timeout, api.get_opt(&cm.name)).await;
-    let fail = |reason: String| LoadError::ConfigMap { reference: reference.clone(), reason };
     let object = match got {
         Ok(Ok(Some(object))) => object,
-        Ok(Ok(None)) => {
-            return Err(fail(format!("ConfigMap {}/{} does not exist", cm.namespace, cm.name)));
-        }
-        Ok(Err(kube::Error::Api(status))) if status.code == 403 => {
-            return Err(fail(api_error(&reference, &kube::Error::Api(status)).replace(&format!("{reference}: "), "")));
+        Ok(Ok(None)) => return Err(missing(cm)),
+        Ok(Err(error @ kube::Error::Api(_))) if matches!(api_problem(&error), ConfigMapProblem::Forbidden(_)) => {
+            return Err(problem(cm, api_problem(&error)));
         }
         Ok(Err(error)) => return fallback(inner, cm, format!("the API server: {}", error_chain(&error))),
         Err(_) => {
             return fallback(inner, cm, format!("the API server did not answer within {:?}", inner.options.timeout));
         }
     };
-    let found = extract(inner, cm, &object).map_err(|reason| LoadError::ConfigMap {
-        reference: reference.clone(),
-        reason: reason.trim_start_matches(&format!("{reference}: ")).to_string(),
-    })?;
+    let found = extract(inner, cm, &object)?;
     if let Some(blobs) = &inner.blobs {
         blobs.put(&found.digest, &found.bytes);
         blobs.remember(&reference, &found.digest);
@@ -120,7 +145,7 @@ fn fallback(inner: &Inner, cm: &ConfigMapRef, why: String) -> Result<HandlerByte
                 pinned: None,
             })
         }
-        None => Err(LoadError::ConfigMap { reference, reason: format!("cannot read it: {why}") }),
+        None => Err(problem(cm, ConfigMapProblem::Unreachable(why))),
     }
 }
 
@@ -128,12 +153,12 @@ fn fallback(inner: &Inner, cm: &ConfigMapRef, why: String) -> Result<HandlerByte
 fn publish(tx: &watch::Sender<WatchItem>, last: &mut Option<String>, item: WatchItem) {
     let key = match &item {
         Ok(found) => format!("ok {}", found.digest),
-        Err(message) => format!("err {message}"),
+        Err(error) => format!("err {error}"),
     };
     if last.as_deref() != Some(key.as_str()) {
         match &item {
             Ok(found) => tracing::info!(origin = %found.origin, digest = %found.digest, "handler ConfigMap read"),
-            Err(message) => tracing::warn!(%message, "handler ConfigMap unusable"),
+            Err(error) => tracing::warn!(%error, "handler ConfigMap unusable"),
         }
         *last = Some(key);
         let _ = tx.send(item);
@@ -141,7 +166,7 @@ fn publish(tx: &watch::Sender<WatchItem>, last: &mut Option<String>, item: Watch
 }
 
 /// Keeps `tx` up to date with the ConfigMap until every receiver is gone.
-pub(super) async fn watch(inner: std::sync::Arc<Inner>, cm: ConfigMapRef, tx: watch::Sender<WatchItem>) {
+pub(super) async fn watch(inner: Arc<Inner>, cm: ConfigMapRef, tx: watch::Sender<WatchItem>) {
     tokio::select! {
         _ = watch_loop(&inner, &cm, &tx) => {}
         _ = tx.closed() => {}
@@ -153,17 +178,13 @@ async fn watch_loop(inner: &Inner, cm: &ConfigMapRef, tx: &watch::Sender<WatchIt
     let reference = describe(cm);
     let mut last: Option<String> = None;
     let first_backoff = inner.options.backoff.max(Duration::from_millis(100));
-    let mut backoff = first_backoff;
-    let pause = |backoff: &mut Duration| {
-        let wait = *backoff;
-        *backoff = (*backoff * 2).min(Duration::from_secs(60));
-        tokio::time::sleep(wait)
-    };
+    let mut backoff = Backoff::new(first_backoff, Duration::from_secs(60));
+    let pause = |backoff: &mut Backoff| tokio::time::sleep(backoff.next_delay());
     loop {
         let client = match inner.kube_client(&reference).await {
             Ok(client) => client,
             Err(error) => {
-                publish(tx, &mut last, Err(error.to_string()));
+                publish(tx, &mut last, Err(Arc::new(error)));
                 pause(&mut backoff).await;
                 continue;
             }
@@ -172,23 +193,19 @@ async fn watch_loop(inner: &Inner, cm: &ConfigMapRef, tx: &watch::Sender<WatchIt
         // The current state, and where to watch from.
         let version = match tokio::time::timeout(inner.options.timeout, api.get_opt(&cm.name)).await {
             Ok(Ok(Some(object))) => {
-                publish(tx, &mut last, extract(inner, cm, &object));
+                publish(tx, &mut last, extract(inner, cm, &object).map_err(Arc::new));
                 object.metadata.resource_version.unwrap_or_default()
             }
             Ok(Ok(None)) => {
-                publish(
-                    tx,
-                    &mut last,
-                    Err(format!("{reference}: ConfigMap {}/{} does not exist", cm.namespace, cm.name)),
-                );
+                publish(tx, &mut last, Err(Arc::new(missing(cm))));
                 String::new()
             }
             Ok(Err(error)) => {
-                let message = api_error(&reference, &error);
-                if matches!(&error, kube::Error::Api(status) if status.code == 403) {
-                    publish(tx, &mut last, Err(message));
+                let problem = api_problem(&error);
+                if matches!(problem, ConfigMapProblem::Forbidden(_)) {
+                    publish(tx, &mut last, Err(Arc::new(self::problem(cm, problem))));
                 } else {
-                    tracing::warn!(handler = %reference, error = %message, "cannot read the handler ConfigMap; retrying");
+                    tracing::warn!(handler = %reference, error = %problem, "cannot read the handler ConfigMap; retrying");
                 }
                 pause(&mut backoff).await;
                 continue;
@@ -203,26 +220,20 @@ async fn watch_loop(inner: &Inner, cm: &ConfigMapRef, tx: &watch::Sender<WatchIt
         let mut stream = match api.watch(&params, &version).await {
             Ok(stream) => stream.boxed(),
             Err(error) => {
-                tracing::warn!(handler = %reference, error = %api_error(&reference, &error), "cannot watch the handler ConfigMap; retrying");
+                tracing::warn!(handler = %reference, error = %api_problem(&error), "cannot watch the handler ConfigMap; retrying");
                 pause(&mut backoff).await;
                 continue;
             }
         };
-        backoff = first_backoff;
+        backoff.reset();
         while let Some(event) = stream.next().await {
             match event {
                 Ok(WatchEvent::Added(object) | WatchEvent::Modified(object)) => {
-                    publish(tx, &mut last, extract(inner, cm, &object));
+                    publish(tx, &mut last, extract(inner, cm, &object).map_err(Arc::new));
                 }
                 Ok(WatchEvent::Deleted(_)) => {
-                    publish(
-                        tx,
-                        &mut last,
-                        Err(format!(
-                            "{reference}: ConfigMap {}/{} was deleted; the agent keeps the handler it last loaded",
-                            cm.namespace, cm.name
-                        )),
-                    );
+                    let deleted = ConfigMapProblem::Deleted(format!("{}/{}", cm.namespace, cm.name));
+                    publish(tx, &mut last, Err(Arc::new(problem(cm, deleted))));
                 }
                 Ok(WatchEvent::Bookmark(_)) => {}
                 Ok(WatchEvent::Error(status)) => {

@@ -32,9 +32,9 @@
 //! - Network calls are bounded: every attempt by [`LoaderOptions::timeout`],
 //!   retried [`LoaderOptions::attempts`] times with exponential backoff.
 
-pub mod blobs;
+mod blobs;
 mod configmap;
-pub mod oci;
+mod oci;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,11 +46,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::builtin;
 use crate::config::{ConfigMapRef, HandlerRef};
-use crate::digest::sha256_digest;
-use crate::handler::builtin;
+use crate::support::backoff::Backoff;
+use crate::support::digest::sha256_digest;
+use crate::support::error_chain;
 use blobs::BlobCache;
-pub use oci::default_docker_config;
+pub use configmap::ConfigMapProblem;
+pub use oci::{ArtifactProblem, CredentialsProblem, default_docker_config};
 
 /// A handler component and where it came from.
 #[derive(Clone, Debug)]
@@ -70,19 +73,19 @@ pub struct HandlerBytes {
 /// One item of [`Loader::watch`]: the handler as it now is, or why it is
 /// unusable (deleted, key missing, too large, …). On an error the agent
 /// keeps the last good handler.
-pub type WatchItem = Result<HandlerBytes, String>;
+pub type WatchItem = Result<HandlerBytes, Arc<LoadError>>;
 
-/// The end of the placeholder a watch starts with.
-const NOT_READ_YET: &str = ": not read yet";
+/// Why a Kubernetes client could not be created.
+pub type KubeClientError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Creates the Kubernetes client, once, the first time a ConfigMap
 /// reference needs it.
 pub type KubeClientFactory =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<kube::Client, String>> + Send>> + Send + Sync>;
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<kube::Client, KubeClientError>> + Send>> + Send + Sync>;
 
 /// The default factory: in-cluster service account, else `$KUBECONFIG` / `~/.kube/config`.
 pub fn default_kube_client() -> KubeClientFactory {
-    Arc::new(|| Box::pin(async { kube::Client::try_default().await.map_err(|e| error_chain(&e)) }))
+    Arc::new(|| Box::pin(async { Ok(kube::Client::try_default().await?) }))
 }
 
 /// The default cap on a handler component's size.
@@ -153,20 +156,24 @@ pub enum LoadError {
     DigestMismatch { reference: String, what: &'static str, expected: String, actual: String },
     #[error("{reference}: not found in the registry: {detail}")]
     NotFound { reference: String, detail: String },
-    #[error("{reference}: not a WebAssembly handler artifact: {reason}")]
-    Artifact { reference: String, reason: String },
+    #[error("{reference}: not a WebAssembly handler artifact: {problem}")]
+    Artifact { reference: String, problem: ArtifactProblem },
     #[error("{reference}: the registry refused access: {detail} (check the credentials in --registry-auth-file)")]
     Denied { reference: String, detail: String },
     #[error("{reference}: the registry did not answer within {timeout:?} ({attempts} attempts); is {registry} up?")]
     Timeout { reference: String, registry: String, timeout: Duration, attempts: u32 },
     #[error("{reference}: cannot fetch from the registry ({attempts} attempts): {detail}")]
     Registry { reference: String, attempts: u32, detail: String },
-    #[error("registry credentials {path}: {reason}")]
-    Credentials { path: PathBuf, reason: String },
-    #[error("{reference}: cannot create a Kubernetes client: {reason}")]
-    KubeClient { reference: String, reason: String },
-    #[error("{reference}: {reason}")]
-    ConfigMap { reference: String, reason: String },
+    #[error("registry credentials {}: {problem}", .path.display())]
+    Credentials { path: PathBuf, problem: CredentialsProblem },
+    #[error("{reference}: cannot create a Kubernetes client: {}", error_chain(.source.as_ref()))]
+    KubeClient { reference: String, source: KubeClientError },
+    #[error("{reference}: {problem}")]
+    ConfigMap { reference: String, problem: ConfigMapProblem },
+    #[error("{reference}: not read yet")]
+    NotReadYet { reference: String },
+    #[error("{reference}: cannot watch: Loader::watch was called outside a tokio runtime")]
+    NoRuntime { reference: String },
     #[error("blob cache {path}: {source}")]
     Cache { path: PathBuf, source: std::io::Error },
 }
@@ -186,7 +193,7 @@ impl std::fmt::Debug for Loader {
 struct Inner {
     options: LoaderOptions,
     blobs: Option<BlobCache>,
-    registry: OnceLock<Result<oci::Registry, LoadError>>,
+    oci: OnceLock<Result<oci::OciClient, LoadError>>,
     kube: tokio::sync::OnceCell<kube::Client>,
     watches: Mutex<HashMap<ConfigMapRef, watch::Sender<WatchItem>>>,
 }
@@ -207,15 +214,11 @@ impl Loader {
             inner: Arc::new(Inner {
                 options,
                 blobs,
-                registry: OnceLock::new(),
+                oci: OnceLock::new(),
                 kube: tokio::sync::OnceCell::new(),
                 watches: Mutex::new(HashMap::new()),
             }),
         }
-    }
-
-    pub fn options(&self) -> &LoaderOptions {
-        &self.inner.options
     }
 
     /// The component `reference` names, verified and within the size cap.
@@ -225,7 +228,7 @@ impl Loader {
             HandlerRef::Builtin(name) => {
                 let builtin = builtin::get(name).ok_or_else(|| LoadError::Artifact {
                     reference: reference.to_string(),
-                    reason: "no such built-in handler".into(),
+                    problem: ArtifactProblem::NoSuchBuiltin,
                 })?;
                 Ok(HandlerBytes {
                     digest: builtin.digest.to_string(),
@@ -271,21 +274,20 @@ impl Loader {
             let mut receiver = sender.subscribe();
             // A later caller sees the state as it is now as its first change
             // (unless there is none yet: then the first read is that change).
-            let read = !matches!(&*receiver.borrow(), Err(message) if message.ends_with(NOT_READ_YET));
+            let read = !matches!(&*receiver.borrow(), Err(error) if matches!(**error, LoadError::NotReadYet { .. }));
             if read {
                 receiver.mark_changed();
             }
             return Some(receiver);
         }
-        let (tx, rx) = watch::channel(Err(format!("{reference}{NOT_READ_YET}")));
+        let (tx, rx) = watch::channel(Err(Arc::new(LoadError::NotReadYet { reference: reference.to_string() })));
         watches.insert(cm.clone(), tx.clone());
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(configmap::watch(self.inner.clone(), cm.clone(), tx));
             }
             Err(_) => {
-                let _ = tx
-                    .send(Err(format!("{reference}: cannot watch: Loader::watch was called outside a tokio runtime")));
+                let _ = tx.send(Err(Arc::new(LoadError::NoRuntime { reference: reference.to_string() })));
             }
         }
         Some(rx)
@@ -302,7 +304,7 @@ impl Inner {
             })
             .await
             .cloned()
-            .map_err(|reason| LoadError::KubeClient { reference: reference.to_string(), reason })
+            .map_err(|source| LoadError::KubeClient { reference: reference.to_string(), source })
     }
 }
 
@@ -313,21 +315,6 @@ fn check_size(origin: &str, size: u64, cap: u64) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// `error: cause: cause`, for errors whose Display hides their source.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// Runs `attempt` up to `attempts` times, each under `timeout`, waiting
 /// `backoff`, 2×`backoff`, … between tries, while it fails with a transient error.
 async fn with_retries<T, F, Fut>(options: &LoaderOptions, what: &str, mut attempt: F) -> Result<T, Failure>
@@ -336,7 +323,7 @@ where
     Fut: Future<Output = Result<T, Failure>>,
 {
     let attempts = options.attempts.max(1);
-    let mut wait = options.backoff;
+    let mut backoff = Backoff::new(options.backoff, Duration::MAX);
     let mut last = Failure::Timeout;
     for n in 1..=attempts {
         match tokio::time::timeout(options.timeout, attempt()).await {
@@ -346,9 +333,9 @@ where
             Err(_) => last = Failure::Timeout,
         }
         if n < attempts {
+            let wait = backoff.next_delay();
             tracing::warn!(what, attempt = n, of = attempts, error = %last, retry_in = ?wait, "fetch failed; retrying");
             tokio::time::sleep(wait).await;
-            wait = wait.saturating_mul(2);
         }
     }
     Err(last)
@@ -391,7 +378,7 @@ mod tests {
         let loader = Loader::new(LoaderOptions {
             kube_client: Arc::new(move || {
                 counter.fetch_add(1, Ordering::SeqCst);
-                Box::pin(async { Err("no cluster here".to_string()) })
+                Box::pin(async { Err("no cluster here".into()) })
             }),
             ..Default::default()
         });

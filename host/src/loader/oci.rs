@@ -21,9 +21,10 @@ use oci_client::{Client, Reference};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::digest::{sha256_digest, sha256_hex};
-use super::{Failure, HandlerBytes, Inner, LoadError, error_chain, with_retries};
+use super::{Failure, HandlerBytes, Inner, LoadError, with_retries};
 use crate::config::OciRef;
+use crate::support::digest::{sha256_digest, sha256_hex};
+use crate::support::error_chain;
 
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
@@ -39,13 +40,13 @@ pub const WASM_LAYER_MEDIA_TYPES: [&str; 2] = ["application/wasm", "application/
 const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
 /// The OCI client and the credentials, made on the first OCI fetch.
-pub(super) struct Registry {
+pub(super) struct OciClient {
     client: Client,
     credentials: HashMap<String, (String, String)>,
 }
 
-impl Registry {
-    pub(super) fn new(options: &super::LoaderOptions) -> Result<Registry, LoadError> {
+impl OciClient {
+    pub(super) fn new(options: &super::LoaderOptions) -> Result<OciClient, LoadError> {
         let credentials = match &options.registry_auth_file {
             Some(path) => read_docker_config(path)?,
             None => HashMap::new(),
@@ -67,7 +68,7 @@ impl Registry {
             attempts: 0,
             detail: format!("cannot create the OCI client: {}", error_chain(&e)),
         })?;
-        Ok(Registry { client, credentials })
+        Ok(OciClient { client, credentials })
     }
 
     fn auth_for(&self, registry: &str) -> RegistryAuth {
@@ -100,18 +101,42 @@ struct DockerAuth {
     identitytoken: Option<String>,
 }
 
+/// Why a Docker config gives no credentials.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsProblem {
+    #[error("cannot read: {0}")]
+    Read(String),
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("must be a JSON object with `auths`")]
+    NotAnObject,
+    #[error("has no `auths` map")]
+    NoAuths,
+    #[error("`auths`: {0}")]
+    Auths(String),
+    #[error("auths[{0:?}].auth: not base64: {1}")]
+    NotBase64(String, String),
+    #[error("auths[{0:?}].auth: not UTF-8 once decoded")]
+    NotUtf8(String),
+    #[error("auths[{0:?}].auth: must encode `user:password`")]
+    NoPassword(String),
+    #[error("auths[{0:?}]: needs `auth` or `username` and `password`")]
+    NoSecret(String),
+}
+
 /// Credentials from a Docker config (`{"auths": {...}}`, as in
 /// `~/.docker/config.json` and a `kubernetes.io/dockerconfigjson` Secret's
 /// `.dockerconfigjson`) or the older `.dockercfg` (the `auths` map alone).
 pub(super) fn read_docker_config(path: &Path) -> Result<HashMap<String, (String, String)>, LoadError> {
-    let fail = |reason: String| LoadError::Credentials { path: path.to_path_buf(), reason };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let fail = |problem| LoadError::Credentials { path: path.to_path_buf(), problem };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(CredentialsProblem::Read(e.to_string())))?;
     parse_docker_config(&text).map_err(fail)
 }
 
-fn parse_docker_config(text: &str) -> Result<HashMap<String, (String, String)>, String> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let object = value.as_object().ok_or("must be a JSON object with `auths`")?;
+fn parse_docker_config(text: &str) -> Result<HashMap<String, (String, String)>, CredentialsProblem> {
+    use CredentialsProblem::*;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| NotJson(e.to_string()))?;
+    let object = value.as_object().ok_or(NotAnObject)?;
     for helper in ["credsStore", "credHelpers"] {
         if object.contains_key(helper) {
             tracing::warn!(
@@ -122,9 +147,9 @@ fn parse_docker_config(text: &str) -> Result<HashMap<String, (String, String)>, 
     let auths = match object.get("auths") {
         Some(auths) => auths.clone(),
         None if object.values().all(|v| v.get("auth").is_some() || v.get("username").is_some()) => value.clone(),
-        None => return Err("has no `auths` map".into()),
+        None => return Err(NoAuths),
     };
-    let auths: HashMap<String, DockerAuth> = serde_json::from_value(auths).map_err(|e| format!("`auths`: {e}"))?;
+    let auths: HashMap<String, DockerAuth> = serde_json::from_value(auths).map_err(|e| Auths(e.to_string()))?;
     let mut credentials = HashMap::new();
     for (registry, entry) in auths {
         let pair = match (&entry.username, &entry.password, &entry.auth) {
@@ -132,19 +157,16 @@ fn parse_docker_config(text: &str) -> Result<HashMap<String, (String, String)>, 
             (_, _, Some(auth)) if !auth.is_empty() => {
                 let decoded = base64::engine::general_purpose::STANDARD
                     .decode(auth.trim())
-                    .map_err(|e| format!("auths[{registry:?}].auth: not base64: {e}"))?;
-                let decoded = String::from_utf8(decoded)
-                    .map_err(|_| format!("auths[{registry:?}].auth: not UTF-8 once decoded"))?;
-                let (user, password) = decoded
-                    .split_once(':')
-                    .ok_or_else(|| format!("auths[{registry:?}].auth: must encode `user:password`"))?;
+                    .map_err(|e| NotBase64(registry.clone(), e.to_string()))?;
+                let decoded = String::from_utf8(decoded).map_err(|_| NotUtf8(registry.clone()))?;
+                let (user, password) = decoded.split_once(':').ok_or_else(|| NoPassword(registry.clone()))?;
                 (user.to_string(), password.to_string())
             }
             _ if entry.identitytoken.is_some() => {
                 tracing::warn!(registry, "registry credentials: identity tokens are not supported; skipping");
                 continue;
             }
-            _ => return Err(format!("auths[{registry:?}]: needs `auth` or `username` and `password`")),
+            _ => return Err(NoSecret(registry)),
         };
         credentials.insert(normalize_registry(&registry), pair);
     }
@@ -174,44 +196,67 @@ pub struct Descriptor {
     pub size: i64,
 }
 
+/// Why an artifact is not a handler's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ArtifactProblem {
+    #[error("no such built-in handler")]
+    NoSuchBuiltin,
+    #[error("its manifest is {0} bytes; a handler's is a few hundred")]
+    ManifestSize(usize),
+    #[error("the manifest is not valid: {0}")]
+    ManifestSyntax(String),
+    #[error(
+        "it is an image index (several manifests), not a handler artifact; reference the \
+         artifact's own manifest digest"
+    )]
+    Index,
+    #[error("manifest media type {0}; expected {MANIFEST_MEDIA_TYPE}")]
+    ManifestType(String),
+    #[error("the manifest has no config")]
+    NoConfig,
+    #[error(
+        "config media type {config} (artifact type {artifact}); a handler has config {WASM_CONFIG_MEDIA_TYPE}, as \
+         `wkg oci push` and `oras push --artifact-type {WASM_CONFIG_MEDIA_TYPE}` write it — this looks \
+         like a container image or another kind of artifact"
+    )]
+    NotWasm { config: String, artifact: String },
+    #[error("{} layers ({}); a handler artifact has exactly one, the component", .0.len(), .0.join(", "))]
+    LayerCount(Vec<String>),
+    #[error("layer media type {0}; expected {expected}", expected = WASM_LAYER_MEDIA_TYPES.join(" or "))]
+    LayerType(String),
+    #[error("the layer's digest {0} is not a sha256 digest (or its size is negative)")]
+    LayerDigest(String),
+}
+
 /// The component layer of a handler artifact's manifest, or why it is not one.
-pub fn component_layer(manifest: &[u8]) -> Result<Descriptor, String> {
-    let manifest: Manifest = serde_json::from_slice(manifest).map_err(|e| format!("the manifest is not valid: {e}"))?;
+pub fn component_layer(manifest: &[u8]) -> Result<Descriptor, ArtifactProblem> {
+    let manifest: Manifest =
+        serde_json::from_slice(manifest).map_err(|e| ArtifactProblem::ManifestSyntax(e.to_string()))?;
     let media_type = manifest.media_type.as_deref();
     if manifest.manifests.is_some() || matches!(media_type, Some(INDEX_MEDIA_TYPE | DOCKER_LIST_MEDIA_TYPE)) {
-        return Err("it is an image index (several manifests), not a handler artifact; reference the \
-                    artifact's own manifest digest"
-            .into());
+        return Err(ArtifactProblem::Index);
     }
     if let Some(other) = media_type.filter(|t| *t != MANIFEST_MEDIA_TYPE) {
-        return Err(format!("manifest media type {other}; expected {MANIFEST_MEDIA_TYPE}"));
+        return Err(ArtifactProblem::ManifestType(other.into()));
     }
-    let config = manifest.config.ok_or("the manifest has no config")?;
+    let config = manifest.config.ok_or(ArtifactProblem::NoConfig)?;
     let wasm_config = config.media_type == WASM_CONFIG_MEDIA_TYPE
         || (config.media_type == EMPTY_CONFIG_MEDIA_TYPE
             && manifest.artifact_type.as_deref() == Some(WASM_CONFIG_MEDIA_TYPE));
     if !wasm_config {
-        return Err(format!(
-            "config media type {} (artifact type {}); a handler has config {WASM_CONFIG_MEDIA_TYPE}, as \
-             `wkg oci push` and `oras push --artifact-type {WASM_CONFIG_MEDIA_TYPE}` write it — this looks \
-             like a container image or another kind of artifact",
-            config.media_type,
-            manifest.artifact_type.as_deref().unwrap_or("none"),
-        ));
+        return Err(ArtifactProblem::NotWasm {
+            config: config.media_type,
+            artifact: manifest.artifact_type.unwrap_or_else(|| "none".into()),
+        });
     }
-    let types: Vec<&str> = manifest.layers.iter().map(|l| l.media_type.as_str()).collect();
     let [layer] = &manifest.layers[..] else {
-        return Err(format!(
-            "{} layers ({}); a handler artifact has exactly one, the component",
-            types.len(),
-            types.join(", ")
-        ));
+        return Err(ArtifactProblem::LayerCount(manifest.layers.iter().map(|l| l.media_type.clone()).collect()));
     };
     if !WASM_LAYER_MEDIA_TYPES.contains(&layer.media_type.as_str()) {
-        return Err(format!("layer media type {}; expected {}", layer.media_type, WASM_LAYER_MEDIA_TYPES.join(" or ")));
+        return Err(ArtifactProblem::LayerType(layer.media_type.clone()));
     }
     if sha256_hex(&layer.digest).is_none() || layer.size < 0 {
-        return Err(format!("the layer's digest {} is not a sha256 digest (or its size is negative)", layer.digest));
+        return Err(ArtifactProblem::LayerDigest(layer.digest.clone()));
     }
     Ok(layer.clone())
 }
@@ -222,10 +267,10 @@ pub(super) async fn fetch(inner: &Inner, oci: &OciRef) -> Result<HandlerBytes, L
         tracing::info!(handler = %whole, layer = %found.digest, "using the blob cache; the registry was not contacted");
         return Ok(found);
     }
-    let registry = match inner.registry.get_or_init(|| Registry::new(&inner.options)) {
+    let registry = match inner.oci.get_or_init(|| OciClient::new(&inner.options)) {
         Ok(registry) => registry,
-        Err(LoadError::Credentials { path, reason }) => {
-            return Err(LoadError::Credentials { path: path.clone(), reason: reason.clone() });
+        Err(LoadError::Credentials { path, problem }) => {
+            return Err(LoadError::Credentials { path: path.clone(), problem: problem.clone() });
         }
         Err(other) => {
             return Err(LoadError::Registry { reference: whole, attempts: 0, detail: other.to_string() });
@@ -259,8 +304,8 @@ fn from_cache(inner: &Inner, oci: &OciRef, whole: &str, digest: &str) -> Option<
     let manifest = blobs.get(digest, MAX_MANIFEST_BYTES)?;
     let layer = match component_layer(&manifest) {
         Ok(layer) => layer,
-        Err(reason) => {
-            tracing::warn!(handler = whole, reason, "ignoring a cached manifest");
+        Err(problem) => {
+            tracing::warn!(handler = whole, %problem, "ignoring a cached manifest");
             return None;
         }
     };
@@ -273,7 +318,7 @@ fn from_cache(inner: &Inner, oci: &OciRef, whole: &str, digest: &str) -> Option<
     })
 }
 
-async fn pull(inner: &Inner, registry: &Registry, oci: &OciRef, whole: &str) -> Result<HandlerBytes, LoadError> {
+async fn pull(inner: &Inner, registry: &OciClient, oci: &OciRef, whole: &str) -> Result<HandlerBytes, LoadError> {
     let options = &inner.options;
     let cap = options.max_module_bytes;
     let reference = match (&oci.digest, &oci.tag) {
@@ -313,7 +358,7 @@ async fn pull(inner: &Inner, registry: &Registry, oci: &OciRef, whole: &str) -> 
     if manifest.len() as u64 > MAX_MANIFEST_BYTES {
         return Err(LoadError::Artifact {
             reference: whole.into(),
-            reason: format!("its manifest is {} bytes; a handler's is a few hundred", manifest.len()),
+            problem: ArtifactProblem::ManifestSize(manifest.len()),
         });
     }
     let manifest_digest = sha256_digest(&manifest);
@@ -333,7 +378,8 @@ async fn pull(inner: &Inner, registry: &Registry, oci: &OciRef, whole: &str) -> 
             "tag resolved (allowTags); pin the reference as …@{manifest_digest} to run exactly this",
         ),
     }
-    let layer = component_layer(&manifest).map_err(|reason| LoadError::Artifact { reference: whole.into(), reason })?;
+    let layer =
+        component_layer(&manifest).map_err(|problem| LoadError::Artifact { reference: whole.into(), problem })?;
     if layer.size as u64 > cap {
         return Err(LoadError::TooLarge {
             origin: format!("{whole} (layer {})", layer.digest),
@@ -376,7 +422,7 @@ fn pinned(oci: &OciRef, digest: &str) -> String {
 
 /// One try at the layer: streamed, capped, hashed here.
 async fn pull_layer(
-    registry: &Registry,
+    registry: &OciClient,
     reference: &Reference,
     whole: &str,
     layer: &Descriptor,
@@ -507,8 +553,10 @@ mod tests {
             assert_eq!(found.media_type, layer);
         }
         // oras push --artifact-type application/vnd.wasm.config.v0+json
-        component_layer(&manifest(EMPTY_CONFIG_MEDIA_TYPE, Some(WASM_CONFIG_MEDIA_TYPE), &["application/wasm"]))
-            .unwrap();
+        let oras = manifest(EMPTY_CONFIG_MEDIA_TYPE, Some(WASM_CONFIG_MEDIA_TYPE), &["application/wasm"]);
+        let found = component_layer(&oras).unwrap();
+        assert_eq!(found.media_type, "application/wasm");
+        assert_eq!(found.digest, sha256_digest(b"application/wasm"));
     }
 
     #[test]
@@ -518,23 +566,27 @@ mod tests {
             None,
             &["application/vnd.oci.image.layer.v1.tar+gzip"],
         );
-        let err = component_layer(&image).unwrap_err();
+        let err = component_layer(&image).unwrap_err().to_string();
         assert!(err.contains("application/vnd.oci.image.config.v1+json") && err.contains("container image"), "{err}");
-        let err = component_layer(&manifest(WASM_CONFIG_MEDIA_TYPE, None, &["application/octet-stream"])).unwrap_err();
+        let err = component_layer(&manifest(WASM_CONFIG_MEDIA_TYPE, None, &["application/octet-stream"]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("layer media type application/octet-stream"), "{err}");
         let err = component_layer(&manifest(WASM_CONFIG_MEDIA_TYPE, None, &["application/wasm", "application/wasm"]))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("2 layers"), "{err}");
-        let err = component_layer(&manifest(WASM_CONFIG_MEDIA_TYPE, None, &[])).unwrap_err();
+        let err = component_layer(&manifest(WASM_CONFIG_MEDIA_TYPE, None, &[])).unwrap_err().to_string();
         assert!(err.contains("0 layers"), "{err}");
-        let err = component_layer(&manifest(EMPTY_CONFIG_MEDIA_TYPE, None, &["application/wasm"])).unwrap_err();
+        let err =
+            component_layer(&manifest(EMPTY_CONFIG_MEDIA_TYPE, None, &["application/wasm"])).unwrap_err().to_string();
         assert!(err.contains("config media type"), "{err}");
         let index = serde_json::to_vec(
             &serde_json::json!({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []}),
         )
         .unwrap();
-        assert!(component_layer(&index).unwrap_err().contains("image index"));
-        assert!(component_layer(b"not json").unwrap_err().contains("not valid"));
+        assert!(component_layer(&index).unwrap_err().to_string().contains("image index"));
+        assert!(component_layer(b"not json").unwrap_err().to_string().contains("not valid"));
     }
 
     #[test]
@@ -564,7 +616,7 @@ mod tests {
             (r#"{"auths": {"r": {}}}"#, "needs `auth`"),
             (r#"{"other": 1}"#, "no `auths`"),
         ] {
-            let err = parse_docker_config(bad).unwrap_err();
+            let err = parse_docker_config(bad).unwrap_err().to_string();
             assert!(err.contains(says), "{bad}: {err}");
         }
     }

@@ -1,23 +1,40 @@
 //! Sources find devices. Each sits behind the small [`DeviceSource`] trait so
 //! the stages after it can be tested with any device table, and each reads
-//! only what a handler's [`Requirements`] ask for.
+//! only what a handler's [`Requirements`] ask for. Beside them, the watches
+//! that say when to look again: the udev [`monitor`] and inotify ([`watch`]).
+//!
+//! Sources are the first stage: they import the contract's types and the
+//! model, nothing of the stages after them.
 
+mod memory;
 pub mod monitor;
 pub mod path;
-pub mod udev;
+mod udev;
 pub mod watch;
 
 use std::path::PathBuf;
 
-use crate::handler::bindings::Requirements;
-use crate::snapshot::DeviceTable;
+use crate::contract::Requirements;
+use crate::model::DeviceTable;
+pub use memory::MemorySource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("udev: {context}: {source}")]
-    Udev { context: String, source: std::io::Error },
-    #[error("path pattern {pattern:?}: {reason}")]
-    Pattern { pattern: String, reason: String },
+    Udev { context: &'static str, source: std::io::Error },
+    #[error("path pattern {pattern:?}: {problem}")]
+    Pattern { pattern: String, problem: PatternProblem },
+}
+
+/// Why a path pattern cannot be expanded.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternProblem {
+    #[error("must be an absolute path without `.` or `..`")]
+    NotNormal,
+    #[error("lies outside the allowed roots ({0}); add a root with `allowedRoots`")]
+    OutsideRoots(String),
+    #[error(transparent)]
+    Syntax(#[from] glob::PatternError),
 }
 
 /// Something that finds devices.

@@ -1,6 +1,6 @@
 //! udev events: a libudev monitor (netlink) on a thread of its own that
 //! hands each event on as a plain [`UdevEvent`], and says when the monitor
-//! is down and up again so the evaluator can fall back to re-enumeration.
+//! is down and up again so the evaluation can fall back to re-enumeration.
 //!
 //! The thread blocks in `poll(2)` without a timeout: an agent whose devices
 //! do not change does not wake up.
@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags, poll};
 
-use crate::evaluate::{Action, UdevEvent};
+use crate::model::{Action, UdevEvent};
+use crate::support::backoff::Backoff;
 
 /// What the monitor thread reports.
 #[derive(Debug)]
@@ -22,8 +23,8 @@ pub enum MonitorReport {
     Event(UdevEvent),
 }
 
-const RETRY_FIRST: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Opening the monitor again after it failed.
+const REOPEN: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 
 /// Opens monitors; a trait so the retry logic can be tested without netlink.
 pub trait MonitorOpener: Send + 'static {
@@ -111,7 +112,7 @@ pub fn spawn<O: MonitorOpener>(
 }
 
 fn run<O: MonitorOpener>(mut opener: O, mut report: impl FnMut(MonitorReport) -> bool, sleep: impl Fn(Duration)) {
-    let mut retry = RETRY_FIRST;
+    let mut reopen = REOPEN;
     loop {
         let mut monitor = match opener.open() {
             Ok(monitor) => monitor,
@@ -119,12 +120,11 @@ fn run<O: MonitorOpener>(mut opener: O, mut report: impl FnMut(MonitorReport) ->
                 if !report(MonitorReport::Down(format!("cannot open the udev monitor: {error}"))) {
                     return;
                 }
-                sleep(retry);
-                retry = (retry * 2).min(RETRY_MAX);
+                sleep(reopen.next_delay());
                 continue;
             }
         };
-        retry = RETRY_FIRST;
+        reopen.reset();
         if !report(MonitorReport::Up) {
             return;
         }
@@ -150,7 +150,7 @@ fn run<O: MonitorOpener>(mut opener: O, mut report: impl FnMut(MonitorReport) ->
                 }
             }
         }
-        sleep(retry);
+        sleep(reopen.peek());
     }
 }
 
@@ -219,6 +219,7 @@ mod tests {
                 "down: the udev monitor failed: socket closed",
             ]
         );
-        assert_eq!(slept.borrow()[..2], [RETRY_FIRST, RETRY_FIRST * 2], "backoff doubles while opening fails");
+        let first = REOPEN.peek();
+        assert_eq!(slept.borrow()[..3], [first, first * 2, first], "backoff doubles while opening fails");
     }
 }

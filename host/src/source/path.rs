@@ -2,11 +2,12 @@
 //! candidates), confined to the roots the operator allowed.
 
 use std::os::unix::fs::FileTypeExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use super::{DeviceSource, SourceError};
-use crate::handler::bindings::{Node, Origin, Requirements};
-use crate::snapshot::DeviceTable;
+use super::{DeviceSource, PatternProblem, SourceError};
+use crate::contract::{Node, Origin, Requirements};
+use crate::model::DeviceTable;
+use crate::support::paths::is_normal_absolute;
 
 pub struct PathSource;
 
@@ -15,7 +16,7 @@ impl DeviceSource for PathSource {
         for pattern in &needs.paths {
             check_pattern(pattern, roots)?;
             let matches = glob::glob(pattern)
-                .map_err(|error| SourceError::Pattern { pattern: pattern.clone(), reason: error.to_string() })?;
+                .map_err(|error| SourceError::Pattern { pattern: pattern.clone(), problem: error.into() })?;
             // Unreadable entries are skipped: a path that cannot be read cannot be granted either.
             for path in matches.flatten() {
                 if roots.iter().any(|root| path.starts_with(root)) {
@@ -74,19 +75,16 @@ pub fn bearing(pattern: &str, path: &Path) -> Bearing {
 /// A pattern must be absolute, free of `.`/`..`, and its literal prefix must
 /// lie under an allowed root (so no match can escape one).
 pub fn check_pattern(pattern: &str, roots: &[PathBuf]) -> Result<(), SourceError> {
-    let fail = |reason: String| SourceError::Pattern { pattern: pattern.to_string(), reason };
-    let path = Path::new(pattern);
-    if !path.is_absolute() || path.components().any(|c| !matches!(c, Component::RootDir | Component::Normal(_))) {
-        return Err(fail("must be an absolute path without `.` or `..`".into()));
+    let fail = |problem| SourceError::Pattern { pattern: pattern.to_string(), problem };
+    if !is_normal_absolute(Path::new(pattern)) {
+        return Err(fail(PatternProblem::NotNormal));
     }
     let literal = literal_prefix(pattern);
     let under_root =
         roots.iter().any(|root| literal.starts_with(root) || root.starts_with(&literal) && literal != Path::new("/"));
     if !under_root {
-        return Err(fail(format!(
-            "lies outside the allowed roots ({}); add a root with `allowedRoots`",
-            roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
-        )));
+        let roots = roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ");
+        return Err(fail(PatternProblem::OutsideRoots(roots)));
     }
     Ok(())
 }
@@ -198,7 +196,7 @@ mod tests {
             paths: vec![format!("{}/a*", root.display())],
             usbip: false,
         };
-        let table = crate::source::Sources::new(vec![Box::new(PathSource)])
+        let table = super::super::Sources::new(vec![Box::new(PathSource)])
             .collect(&needs, std::slice::from_ref(&root))
             .unwrap();
         let snapshot = table.snapshot_all();
@@ -213,7 +211,7 @@ mod tests {
         assert_eq!(found, [("a0", "file"), ("a1", "dir"), ("a2", "file")]);
         let link = &snapshot.nodes[snapshot.candidates[2] as usize];
         assert!(link.attributes.iter().any(|(k, v)| k == "target" && v.ends_with("/a0")));
-        let outside = crate::source::Sources::new(vec![Box::new(PathSource)]).collect(&needs, &[PathBuf::from("/dev")]);
+        let outside = super::super::Sources::new(vec![Box::new(PathSource)]).collect(&needs, &[PathBuf::from("/dev")]);
         assert!(outside.is_err());
     }
 }

@@ -9,8 +9,8 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use super::{DeviceSource, SourceError};
-use crate::handler::bindings::{Node, Origin, Requirements};
-use crate::snapshot::DeviceTable;
+use crate::contract::{Node, Origin, Requirements};
+use crate::model::DeviceTable;
 
 pub struct UdevSource;
 
@@ -19,10 +19,7 @@ impl DeviceSource for UdevSource {
         if !needs.all_udev && needs.subsystems.is_empty() {
             return Ok(());
         }
-        let err = |context: &str| {
-            let context = context.to_string();
-            move |source| SourceError::Udev { context, source }
-        };
+        let err = |context: &'static str| move |source| SourceError::Udev { context, source };
         let scans: Vec<Option<&str>> =
             if needs.all_udev { vec![None] } else { needs.subsystems.iter().map(|s| Some(s.as_str())).collect() };
         for subsystem in scans {
@@ -63,7 +60,7 @@ fn add_with_ancestors(device: &udev::Device, needs: &Requirements, table: &mut D
     }
 }
 
-pub(crate) fn node(device: &udev::Device, devpath: String, needs: &Requirements) -> Node {
+fn node(device: &udev::Device, devpath: String, needs: &Requirements) -> Node {
     let all_properties = needs.properties.iter().any(|p| p == "*");
     let mut properties: Vec<(String, String)> = if all_properties {
         device.properties().map(|p| (lossy(p.name()), lossy(p.value()))).collect()

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 
 use super::path::literal_prefix;
+use crate::model::PathChange;
 
 /// The directories to watch so that every change to what `pattern` matches
 /// is seen: each directory a match can lie in (wildcards in directory
@@ -50,31 +51,6 @@ pub fn plan(pattern: &str) -> BTreeSet<PathBuf> {
 
 fn existing_ancestor(path: &Path) -> PathBuf {
     path.ancestors().find(|p| p.is_dir()).unwrap_or(Path::new("/")).to_path_buf()
-}
-
-/// What one batch of inotify events says changed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PathChange {
-    /// Entries created, deleted or renamed (either name of a rename).
-    pub entries: BTreeSet<PathBuf>,
-    /// Something the entries cannot describe happened: look at everything
-    /// again (and plan the watches again).
-    pub rescan: bool,
-}
-
-impl PathChange {
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && !self.rescan
-    }
-
-    pub fn extend(&mut self, other: PathChange) {
-        self.entries.extend(other.entries);
-        self.rescan |= other.rescan;
-    }
-
-    fn everything() -> PathChange {
-        PathChange { entries: BTreeSet::new(), rescan: true }
-    }
 }
 
 type Directories = Arc<Mutex<HashMap<WatchDescriptor, PathBuf>>>;
@@ -163,10 +139,6 @@ impl PathWatch {
                 Err(error) => tracing::warn!(dir = %dir.display(), %error, "cannot watch a directory"),
             }
         }
-    }
-
-    pub fn watched(&self) -> impl Iterator<Item = &Path> {
-        self.watched.keys().map(PathBuf::as_path)
     }
 }
 

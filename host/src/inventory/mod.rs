@@ -1,7 +1,7 @@
-//! The registry stage: what the kubelet is told about each resource.
+//! The inventory stage: what the kubelet is told about each resource.
 //!
-//! It owns device health. The evaluator tells it which groups each resource
-//! has (or that its handler failed); the registry turns that into kubelet
+//! It owns device health. The evaluation tells it which groups each resource
+//! has (or that its handler failed); the inventory turns that into kubelet
 //! devices — one id per share unit, `Healthy` or `Unhealthy` — and publishes
 //! an immutable [`DeviceList`] per resource on a `watch` channel whenever the
 //! list changes. Its rules:
@@ -17,24 +17,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::discover::Advertised;
-use crate::names;
-
-/// What the advertiser needs to serve one resource.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResourceSpec {
-    pub name: String,
-    /// The handler reference as configured (for status and logs).
-    pub handler: String,
-    /// Answer `Allocate` with CDI device names (and keep a CDI spec).
-    pub cdi: bool,
-}
+use crate::evaluation::{EvaluationInfo, ResourceSpec, Update};
+use crate::metrics::Metrics;
+use crate::model::Advertised;
+use crate::support::names;
 
 /// One kubelet device: a share unit of a group.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,19 +58,10 @@ pub struct Published {
 /// The resources of the config in force.
 #[derive(Clone, Debug, Default)]
 pub struct ResourceSet {
-    pub generation: u64,
     pub resources: BTreeMap<String, Published>,
 }
 
-/// The last evaluation of a resource, for `/status` and `devsieve status`.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct EvaluationInfo {
-    pub at: SystemTime,
-    pub took: Duration,
-    pub error: Option<String>,
-}
-
-/// What the registry tells `/status` about one resource.
+/// What the inventory tells `/status` about one resource.
 #[derive(Clone, Debug, Serialize)]
 pub struct ResourceStatus {
     pub name: String,
@@ -97,19 +80,7 @@ pub struct Status {
     pub resources: Vec<ResourceStatus>,
 }
 
-/// What the registry is told.
-#[derive(Debug)]
-pub enum Input {
-    /// The config in force now has exactly these resources.
-    Resources { generation: u64, resources: Vec<ResourceSpec> },
-    /// A config change was refused (the old one stays in force); `None`
-    /// once a change is accepted again.
-    ConfigRejected(Option<String>),
-    /// An evaluation of `resource` finished.
-    Evaluated { resource: String, outcome: Result<Vec<Arc<Advertised>>, String>, info: EvaluationInfo },
-}
-
-/// Handles to what the registry publishes.
+/// Handles to what the inventory publishes.
 #[derive(Clone)]
 pub struct Outputs {
     pub resources: watch::Receiver<Arc<ResourceSet>>,
@@ -136,9 +107,9 @@ impl ResourceState {
         ResourceState { spec, groups: BTreeMap::new(), failing: false, last_evaluation: None, devices }
     }
 
-    fn apply(&mut self, outcome: Result<Vec<Arc<Advertised>>, String>, now: Instant) {
-        match outcome {
-            Ok(groups) => {
+    fn apply(&mut self, groups: Option<Vec<Arc<Advertised>>>, now: Instant) {
+        match groups {
+            Some(groups) => {
                 self.failing = false;
                 let mut fresh: BTreeMap<String, Arc<Advertised>> =
                     groups.into_iter().map(|g| (g.id.clone(), g)).collect();
@@ -157,7 +128,7 @@ impl ResourceState {
                     self.groups.insert(id, GroupState { group, gone_since: None });
                 }
             }
-            Err(_) => self.failing = true,
+            None => self.failing = true,
         }
     }
 
@@ -211,22 +182,22 @@ impl ResourceState {
     }
 }
 
-/// The registry's state; [`Registry::run`] drives it from its inputs.
-pub struct Registry {
+/// The inventory's state; [`Inventory::run`] drives it from the evaluation's updates.
+pub struct Inventory {
     grace: Duration,
     resources: BTreeMap<String, ResourceState>,
     config_generation: u64,
     config_error: Option<String>,
     set: watch::Sender<Arc<ResourceSet>>,
     status: watch::Sender<Arc<Status>>,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<Metrics>,
 }
 
-impl Registry {
-    pub fn new(grace: Duration, metrics: Arc<crate::metrics::Metrics>) -> (Registry, Outputs) {
+impl Inventory {
+    pub fn new(grace: Duration, metrics: Arc<Metrics>) -> (Inventory, Outputs) {
         let (set, resources) = watch::channel(Arc::new(ResourceSet::default()));
         let (status_tx, status) = watch::channel(Arc::new(Status::default()));
-        let registry = Registry {
+        let inventory = Inventory {
             grace,
             resources: BTreeMap::new(),
             config_generation: 0,
@@ -235,11 +206,11 @@ impl Registry {
             status: status_tx,
             metrics,
         };
-        (registry, Outputs { resources, status })
+        (inventory, Outputs { resources, status })
     }
 
     /// Applies inputs until the channel closes.
-    pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>) {
+    pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Update>) {
         let mut next_expiry: Option<Instant> = None;
         loop {
             let input = match next_expiry {
@@ -258,9 +229,9 @@ impl Registry {
         }
     }
 
-    pub fn handle(&mut self, input: Input, now: Instant) {
+    pub fn handle(&mut self, input: Update, now: Instant) {
         match input {
-            Input::Resources { generation, resources } => {
+            Update::Resources { generation, resources } => {
                 self.config_generation = generation;
                 let mut old = std::mem::take(&mut self.resources);
                 for spec in resources {
@@ -281,13 +252,13 @@ impl Registry {
                 // ListAndWatch streams end and the advertiser stops them.
                 self.publish_set();
             }
-            Input::ConfigRejected(error) => self.config_error = error,
-            Input::Evaluated { resource, outcome, info } => {
+            Update::ConfigRejected(error) => self.config_error = error,
+            Update::Evaluated { resource, groups, info } => {
                 let Some(state) = self.resources.get_mut(&resource) else {
                     // An evaluation that finished as its resource was removed.
                     return;
                 };
-                state.apply(outcome, now);
+                state.apply(groups, now);
                 state.last_evaluation = Some(info);
                 state.publish();
             }
@@ -321,7 +292,7 @@ impl Registry {
                 (name.clone(), Published { spec: state.spec.clone(), devices: state.devices.subscribe() })
             })
             .collect();
-        self.set.send_replace(Arc::new(ResourceSet { generation: self.config_generation, resources }));
+        self.set.send_replace(Arc::new(ResourceSet { resources }));
     }
 
     fn publish_status(&self) {
@@ -339,6 +310,8 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
 
     fn group(id: &str, share: u32) -> Advertised {
@@ -361,8 +334,8 @@ mod tests {
         ResourceSpec { name: name.into(), handler: "builtin:glob".into(), cdi: false }
     }
 
-    fn registry() -> (Registry, Outputs) {
-        Registry::new(Duration::from_secs(30), Arc::new(crate::metrics::Metrics::new()))
+    fn inventory() -> (Inventory, Outputs) {
+        Inventory::new(Duration::from_secs(30), Arc::new(Metrics::new()))
     }
 
     fn health(outputs: &Outputs, resource: &str) -> Vec<(String, bool)> {
@@ -371,80 +344,81 @@ mod tests {
         list.units.iter().map(|(id, unit)| (id.clone(), unit.healthy)).collect()
     }
 
-    fn evaluated(resource: &str, outcome: Result<Vec<Advertised>, String>) -> Input {
-        let outcome = outcome.map(|groups| groups.into_iter().map(Arc::new).collect());
-        Input::Evaluated { resource: resource.into(), outcome, info: info() }
+    /// An evaluation's groups, or its failure.
+    fn evaluated(resource: &str, outcome: Result<Vec<Advertised>, &str>) -> Update {
+        let error = outcome.as_ref().err().map(|e| e.to_string());
+        let groups = outcome.ok().map(|groups| groups.into_iter().map(Arc::new).collect());
+        Update::Evaluated { resource: resource.into(), groups, info: EvaluationInfo { error, ..info() } }
     }
 
     #[test]
     fn shares_become_units_and_vanished_groups_stay_unhealthy_for_the_grace_period() {
-        let (mut registry, outputs) = registry();
+        let (mut inventory, outputs) = inventory();
         let t0 = Instant::now();
-        registry.handle(Input::Resources { generation: 1, resources: vec![spec("d/r")] }, t0);
-        registry.handle(evaluated("d/r", Ok(vec![group("a", 1), group("b", 2)])), t0);
+        inventory.handle(Update::Resources { generation: 1, resources: vec![spec("d/r")] }, t0);
+        inventory.handle(evaluated("d/r", Ok(vec![group("a", 1), group("b", 2)])), t0);
         assert_eq!(health(&outputs, "d/r"), [("a".into(), true), ("b-0".into(), true), ("b-1".into(), true)]);
 
-        registry.handle(evaluated("d/r", Ok(vec![group("b", 2)])), t0);
+        inventory.handle(evaluated("d/r", Ok(vec![group("b", 2)])), t0);
         assert_eq!(health(&outputs, "d/r")[0], ("a".into(), false), "a vanished: unhealthy, still listed");
-        assert_eq!(registry.expire(t0 + Duration::from_secs(29)), Some(t0 + Duration::from_secs(30)));
+        assert_eq!(inventory.expire(t0 + Duration::from_secs(29)), Some(t0 + Duration::from_secs(30)));
         assert_eq!(health(&outputs, "d/r").len(), 3);
-        assert_eq!(registry.expire(t0 + Duration::from_secs(30)), None);
+        assert_eq!(inventory.expire(t0 + Duration::from_secs(30)), None);
         assert_eq!(health(&outputs, "d/r"), [("b-0".into(), true), ("b-1".into(), true)]);
     }
 
     #[test]
     fn a_group_back_within_its_grace_period_is_healthy_again() {
-        let (mut registry, outputs) = registry();
+        let (mut inventory, outputs) = inventory();
         let t0 = Instant::now();
-        registry.handle(Input::Resources { generation: 1, resources: vec![spec("d/r")] }, t0);
-        registry.handle(evaluated("d/r", Ok(vec![group("a", 1)])), t0);
-        registry.handle(evaluated("d/r", Ok(vec![])), t0);
-        registry.handle(evaluated("d/r", Ok(vec![group("a", 1)])), t0 + Duration::from_secs(5));
-        assert_eq!(registry.expire(t0 + Duration::from_secs(31)), None);
+        inventory.handle(Update::Resources { generation: 1, resources: vec![spec("d/r")] }, t0);
+        inventory.handle(evaluated("d/r", Ok(vec![group("a", 1)])), t0);
+        inventory.handle(evaluated("d/r", Ok(vec![])), t0);
+        inventory.handle(evaluated("d/r", Ok(vec![group("a", 1)])), t0 + Duration::from_secs(5));
+        assert_eq!(inventory.expire(t0 + Duration::from_secs(31)), None);
         assert_eq!(health(&outputs, "d/r"), [("a".into(), true)]);
     }
 
     #[test]
     fn a_failing_handler_keeps_its_last_good_devices_unhealthy_and_recovers() {
-        let (mut registry, outputs) = registry();
+        let (mut inventory, outputs) = inventory();
         let t0 = Instant::now();
-        registry.handle(Input::Resources { generation: 1, resources: vec![spec("d/r"), spec("d/other")] }, t0);
-        registry.handle(evaluated("d/r", Ok(vec![group("a", 1)])), t0);
-        registry.handle(evaluated("d/other", Ok(vec![group("o", 1)])), t0);
-        registry.handle(evaluated("d/r", Err("handler trapped".into())), t0);
+        inventory.handle(Update::Resources { generation: 1, resources: vec![spec("d/r"), spec("d/other")] }, t0);
+        inventory.handle(evaluated("d/r", Ok(vec![group("a", 1)])), t0);
+        inventory.handle(evaluated("d/other", Ok(vec![group("o", 1)])), t0);
+        inventory.handle(evaluated("d/r", Err("handler trapped")), t0);
         assert_eq!(health(&outputs, "d/r"), [("a".into(), false)]);
         assert_eq!(health(&outputs, "d/other"), [("o".into(), true)], "other resources are untouched");
-        assert_eq!(registry.expire(t0 + Duration::from_secs(3600)), None, "kept while failing");
+        assert_eq!(inventory.expire(t0 + Duration::from_secs(3600)), None, "kept while failing");
         assert_eq!(health(&outputs, "d/r"), [("a".into(), false)]);
-        registry.handle(evaluated("d/r", Ok(vec![group("a", 1)])), t0);
+        inventory.handle(evaluated("d/r", Ok(vec![group("a", 1)])), t0);
         assert_eq!(health(&outputs, "d/r"), [("a".into(), true)]);
     }
 
     #[test]
     fn unchanged_resources_keep_their_channel_across_config_changes() {
-        let (mut registry, outputs) = registry();
+        let (mut inventory, outputs) = inventory();
         let t0 = Instant::now();
-        registry.handle(Input::Resources { generation: 1, resources: vec![spec("d/keep"), spec("d/drop")] }, t0);
+        inventory.handle(Update::Resources { generation: 1, resources: vec![spec("d/keep"), spec("d/drop")] }, t0);
         let kept = outputs.resources.borrow().resources["d/keep"].devices.clone();
         let dropped = outputs.resources.borrow().resources["d/drop"].devices.clone();
-        registry.handle(Input::Resources { generation: 2, resources: vec![spec("d/keep"), spec("d/new")] }, t0);
+        inventory.handle(Update::Resources { generation: 2, resources: vec![spec("d/keep"), spec("d/new")] }, t0);
         assert!(dropped.has_changed().is_err(), "a removed resource's channel closes");
-        registry.handle(evaluated("d/keep", Ok(vec![group("k", 1)])), t0);
+        inventory.handle(evaluated("d/keep", Ok(vec![group("k", 1)])), t0);
         assert!(kept.has_changed().unwrap(), "the kept channel still delivers");
         let set = outputs.resources.borrow();
-        assert_eq!(set.generation, 2);
         assert_eq!(set.resources.keys().collect::<Vec<_>>(), ["d/keep", "d/new"]);
     }
 
     #[test]
     fn an_evaluation_that_changes_nothing_is_not_sent_again() {
-        let (mut registry, outputs) = registry();
+        let (mut inventory, outputs) = inventory();
         let t0 = Instant::now();
-        registry.handle(Input::Resources { generation: 1, resources: vec![spec("d/r")] }, t0);
-        registry.handle(evaluated("d/r", Ok(vec![group("a", 1)])), t0);
+        inventory.handle(Update::Resources { generation: 1, resources: vec![spec("d/r")] }, t0);
+        inventory.handle(evaluated("d/r", Ok(vec![group("a", 1)])), t0);
         let mut devices = outputs.resources.borrow().resources["d/r"].devices.clone();
         devices.mark_unchanged();
-        registry.handle(evaluated("d/r", Ok(vec![group("a", 1)])), t0);
+        inventory.handle(evaluated("d/r", Ok(vec![group("a", 1)])), t0);
         assert!(!devices.has_changed().unwrap());
     }
 }

@@ -1,4 +1,4 @@
-//! The built-in handlers, compiled from `guests/` by build.rs and embedded
+//! The built-in handler components, compiled from `guests/` by build.rs and embedded
 //! with their digests, which build.rs computes: a start with a warm cache
 //! finds each built-in's compiled code by digest and never reads (or
 //! hashes) the component's bytes.

@@ -1,16 +1,43 @@
 //! `devsieve handler inspect FILE|REF`: fetch a handler as the agent would,
 //! compile it, ask its metadata, and say what it is.
 
+use std::process::ExitCode;
+
 use serde::Serialize;
 
-use crate::config::HandlerRef;
-use crate::handler::{self, Runtime};
+use super::{Cli, block_on, render};
+use crate::config::{HandlerRef, ReferenceError};
+use crate::handler::{self, Compiler, Runtime};
 use crate::loader::{HandlerBytes, LoadError, Loader};
 
+#[derive(clap::Subcommand)]
+pub(super) enum Command {
+    /// Fetch and compile a handler (a .wasm file, an OCI reference, builtin:NAME,
+    /// configmap:NS/NAME/KEY) and print its name, version, contract, size and digest.
+    Inspect {
+        reference: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(super) fn run(cli: &Cli, command: &Command) -> anyhow::Result<ExitCode> {
+    let Command::Inspect { reference, json } = command;
+    let runtime = cli.runtime(Compiler::in_process())?;
+    let fetched = block_on(fetch(&cli.loader(), reference))??;
+    let inspection = inspect(&runtime, fetched)?;
+    if *json {
+        println!("{}", serde_json::to_string_pretty(&inspection)?);
+    } else {
+        print!("{}", render::inspection_table(&inspection));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 #[derive(Debug, thiserror::Error)]
-pub enum InspectError {
-    #[error("{0}")]
-    Reference(String),
+enum InspectError {
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error(transparent)]
@@ -19,7 +46,7 @@ pub enum InspectError {
 
 /// What `handler inspect` prints.
 #[derive(Debug, Serialize)]
-pub struct Inspection {
+pub(super) struct Inspection {
     pub reference: String,
     pub origin: String,
     /// The handler's own name and version (its `metadata()`).
@@ -39,14 +66,14 @@ pub struct Inspection {
 /// Fetches the handler `text` names. `text` is parsed like the config's
 /// `handler:` field (relative paths from the working directory); tags are
 /// allowed here, since this is how one learns the digest to pin.
-pub async fn fetch(loader: &Loader, text: &str) -> Result<(HandlerRef, HandlerBytes), InspectError> {
-    let reference = HandlerRef::parse(std::path::Path::new("."), text, true).map_err(InspectError::Reference)?;
+async fn fetch(loader: &Loader, text: &str) -> Result<(HandlerRef, HandlerBytes), InspectError> {
+    let reference = HandlerRef::parse(std::path::Path::new("."), text, true)?;
     let bytes = loader.fetch(&reference).await?;
     Ok((reference, bytes))
 }
 
 /// Compiles the fetched handler and asks its metadata (outside any tokio runtime).
-pub fn inspect(runtime: &Runtime, (reference, bytes): (HandlerRef, HandlerBytes)) -> Result<Inspection, InspectError> {
+fn inspect(runtime: &Runtime, (reference, bytes): (HandlerRef, HandlerBytes)) -> Result<Inspection, InspectError> {
     let handler = runtime.load(&reference.to_string(), &bytes.bytes, &bytes.digest)?;
     let info = handler.info();
     Ok(Inspection {
@@ -59,17 +86,4 @@ pub fn inspect(runtime: &Runtime, (reference, bytes): (HandlerRef, HandlerBytes)
         digest: handler.digest().to_string(),
         pinned: bytes.pinned.clone(),
     })
-}
-
-impl Inspection {
-    pub fn table(&self) -> String {
-        let mut table = format!(
-            "reference  {}\norigin     {}\nname       {}\nversion    {}\ncontract   {}\nsize       {} bytes\ndigest     {}\n",
-            self.reference, self.origin, self.name, self.version, self.contract, self.size, self.digest
-        );
-        if let Some(pinned) = &self.pinned {
-            table.push_str(&format!("pin as     {pinned}\n"));
-        }
-        table
-    }
 }

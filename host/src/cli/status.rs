@@ -1,15 +1,39 @@
-//! `devsieve status`: asks the running agent's local HTTP endpoint.
+//! `devsieve status`: asks the running agent's local HTTP endpoint what it
+//! serves.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 
+use super::{DEFAULT_LISTEN, render};
 use crate::ops::StatusReport;
 
+/// Show the running agent's resources, device health and last evaluations.
+#[derive(clap::Args)]
+pub(super) struct Args {
+    /// The agent's --listen address.
+    #[arg(long, env = "DEVSIEVE_LISTEN", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Print the JSON the agent serves on /status.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let report = fetch(args.listen)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render::status_table(&report, std::time::SystemTime::now()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 #[derive(Debug, thiserror::Error)]
-pub enum StatusError {
+enum StatusError {
     #[error("no agent answers on {addr} ({source}); is `devsieve run` running with --listen {addr}?")]
     Connect { addr: SocketAddr, source: std::io::Error },
     #[error("{addr}: {reason}")]
@@ -17,7 +41,7 @@ pub enum StatusError {
 }
 
 /// `GET /status` from the agent at `addr`.
-pub fn fetch(addr: SocketAddr) -> Result<StatusReport, StatusError> {
+fn fetch(addr: SocketAddr) -> Result<StatusReport, StatusError> {
     let http = |reason: String| StatusError::Http { addr, reason };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

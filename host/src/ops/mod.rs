@@ -1,11 +1,11 @@
 //! The agent's local HTTP endpoint: `/healthz`, `/readyz`, Prometheus
 //! `/metrics`, and `/status` (JSON, what `devsieve status` prints).
 //!
-//! It only reads what the stages publish: the registry's status, the
+//! It only reads what the stages publish: the inventory's status, the
 //! advertiser's registrations, the metrics.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::extract::State;
@@ -15,15 +15,15 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::inventory;
 use crate::kubelet::AdvertiserStatus;
 use crate::metrics::Metrics;
-use crate::registry;
 
 #[derive(Clone)]
 pub struct Ops {
     pub config_file: std::path::PathBuf,
     pub metrics: Arc<Metrics>,
-    pub status: watch::Receiver<Arc<registry::Status>>,
+    pub status: watch::Receiver<Arc<inventory::Status>>,
     pub advertiser: watch::Receiver<AdvertiserStatus>,
 }
 
@@ -134,118 +134,5 @@ async fn status(State(ops): State<Ops>) -> Response {
 pub async fn serve(listener: tokio::net::TcpListener, ops: Ops, shutdown: tokio_util::sync::CancellationToken) {
     if let Err(error) = axum::serve(listener, router(ops)).with_graceful_shutdown(shutdown.cancelled_owned()).await {
         tracing::error!(%error, "the HTTP endpoint stopped");
-    }
-}
-
-/// `devsieve status`: the running agent's `/status`, as a table.
-pub fn format_report(report: &StatusReport, now: SystemTime) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(out, "config {}  generation {}", report.config_file, report.config_generation);
-    if let Some(error) = &report.config_error {
-        let _ = writeln!(out, "  last change refused (the previous config is serving): {error}");
-    }
-    let _ = writeln!(
-        out,
-        "kubelet {}  ready {}",
-        if report.kubelet_present { "present" } else { "absent" },
-        if report.ready { "yes" } else { "no" }
-    );
-    let header = ["RESOURCE", "HANDLER", "HEALTHY", "UNHEALTHY", "REGISTERED", "LAST EVALUATION"];
-    let rows: Vec<[String; 6]> = report
-        .resources
-        .iter()
-        .map(|r| {
-            let last = match (r.last_evaluation_at, r.last_evaluation_ms) {
-                (Some(at), Some(ms)) => {
-                    let now = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-                    format!("{} ago, took {ms:.2} ms", human(Duration::from_secs_f64((now - at).max(0.0))))
-                }
-                _ => "never".to_string(),
-            };
-            [
-                r.name.clone(),
-                r.handler.clone(),
-                r.healthy.to_string(),
-                r.unhealthy.to_string(),
-                if r.registered { "yes" } else { "no" }.to_string(),
-                last,
-            ]
-        })
-        .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    let line = |cells: [&str; 6]| {
-        let mut text = String::new();
-        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
-            if i == 5 {
-                text.push_str(cell);
-            } else {
-                let _ = write!(text, "{cell:<width$}  ");
-            }
-        }
-        text.trim_end().to_string()
-    };
-    let _ = writeln!(out, "{}", line(header));
-    for (row, resource) in rows.iter().zip(&report.resources) {
-        let _ = writeln!(out, "{}", line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]));
-        if let Some(error) = &resource.last_error {
-            let _ = writeln!(out, "  error: {error}");
-        }
-    }
-    out
-}
-
-fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{}s", s / 60, s % 60),
-        _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_status_table_shows_health_errors_and_refusals() {
-        let report = StatusReport {
-            config_file: "/etc/devsieve/config.yaml".into(),
-            config_generation: 3,
-            config_error: Some("resources[0].name: bad".into()),
-            kubelet_present: true,
-            ready: false,
-            resources: vec![ResourceReport {
-                name: "devsieve.io/printer".into(),
-                handler: "builtin:udev-rule".into(),
-                healthy: 1,
-                unhealthy: 2,
-                groups: 3,
-                registered: true,
-                socket: None,
-                last_evaluation_at: Some(100.0),
-                last_evaluation_ms: Some(0.5),
-                last_error: Some("handler trapped".into()),
-            }],
-        };
-        let text = format_report(&report, SystemTime::UNIX_EPOCH + Duration::from_secs(165));
-        assert!(text.contains("generation 3"), "{text}");
-        assert!(
-            text.contains("last change refused (the previous config is serving): resources[0].name: bad"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "devsieve.io/printer  builtin:udev-rule  1        2          yes         1m5s ago, took 0.50 ms"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("  error: handler trapped"), "{text}");
     }
 }

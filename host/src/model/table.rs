@@ -4,8 +4,8 @@
 //! A [`DeviceTable`] holds every collected device once, keyed by devpath,
 //! with a link to its parent and whether it is a candidate (the rest are
 //! ancestors, there for parent matching). Sources add to it; events update
-//! it in place and say which devpaths changed, so the evaluator re-asks the
-//! handler about those candidates only. A [`SnapshotView`] for the handler holds
+//! it in place and say which devpaths changed, so the evaluation re-asks
+//! the handler about those candidates only. A [`SnapshotView`] for the handler holds
 //! the requested candidates and their ancestors, parents after their
 //! children (the contract's rule, which makes cycles impossible).
 
@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 // Keys are devpaths the agent read itself: a fast hash is enough (no DoS concern).
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::handler::bindings::{Node, NodeView, SnapshotView};
+use crate::contract::{Node, NodeView, SnapshotView};
 
 #[derive(Clone, Debug, PartialEq)]
 struct Entry {
@@ -58,10 +58,6 @@ impl DeviceTable {
         self.entries.contains_key(devpath)
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -70,6 +66,7 @@ impl DeviceTable {
         self.candidates.iter().map(String::as_str)
     }
 
+    #[cfg(test)]
     pub fn is_candidate(&self, devpath: &str) -> bool {
         self.candidates.contains(devpath)
     }
@@ -186,6 +183,7 @@ impl DeviceTable {
     }
 
     /// A snapshot of every candidate.
+    #[cfg(test)]
     pub fn snapshot_all(&self) -> SnapshotView<'_> {
         self.snapshot(self.candidates.iter().map(String::as_str))
     }
@@ -237,23 +235,10 @@ impl DeviceTable {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::handler::bindings::Origin;
+    use crate::contract::Origin;
 
     pub(crate) fn node(devpath: &str) -> Node {
-        Node {
-            origin: Origin::Udev,
-            devpath: devpath.into(),
-            kernel: devpath.rsplit('/').next().unwrap().into(),
-            subsystem: String::new(),
-            devtype: None,
-            driver: None,
-            devnode: None,
-            devlinks: vec![],
-            properties: vec![],
-            attributes: vec![],
-            tags: vec![],
-            parent: None,
-        }
+        Node::bare(Origin::Udev, devpath, "")
     }
 
     fn parent_of(path: &str) -> Option<String> {

@@ -5,7 +5,12 @@ use sha2::{Digest, Sha256};
 
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(bytes))
+    format!("sha256:{}", sha256_hex_of(bytes))
+}
+
+/// The 64 lowercase hex digits of `bytes`' sha256, for names derived from content.
+pub fn sha256_hex_of(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// The hex part of a well-formed `sha256:<64 lowercase hex>` digest.

@@ -3,23 +3,41 @@
 //! event among them — and the agent's memory with every built-in loaded.
 //! The figures go to BENCHMARKS.md; tests never assert timings.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde::Serialize;
 
+use super::Cli;
+use crate::builtin;
 use crate::config::{HandlerRef, Resource};
-use crate::discover::Prepared;
-use crate::evaluate::{Action, ResourceEval, UdevEvent};
-use crate::handler::bindings::{Node, Origin, Requirements};
-use crate::handler::{Runtime, builtin};
-use crate::snapshot::DeviceTable;
-use crate::source::watch::PathChange;
-use crate::source::{DeviceSource, SourceError, Sources};
+use crate::contract::{Node, Origin};
+use crate::evaluation::{Prepared, ResourceEval};
+use crate::handler::{Compiler, Runtime};
+use crate::model::{Action, DeviceTable, PathChange, UdevEvent};
+use crate::source::{MemorySource, Sources};
+
+/// Measure full evaluations of synthetic devices through every built-in handler.
+#[derive(clap::Args)]
+pub(super) struct Args {
+    /// Candidates per evaluation.
+    #[arg(long, default_value_t = 10_000)]
+    devices: usize,
+    #[arg(long, default_value_t = 21)]
+    runs: usize,
+}
+
+pub(super) fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
+    let runtime = cli.runtime(Compiler::in_process())?;
+    let results = measure(&runtime, args.devices, args.runs.max(1)).context("benchmark")?;
+    println!("{}", serde_json::to_string_pretty(&results)?);
+    Ok(ExitCode::SUCCESS)
+}
 
 #[derive(Debug, Serialize)]
-pub struct Figure {
+struct Figure {
     pub handler: &'static str,
     pub candidates: usize,
     pub groups: usize,
@@ -37,7 +55,7 @@ pub struct Figure {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Results {
+struct Results {
     pub figures: Vec<Figure>,
     /// Resident memory after loading every built-in, before any evaluation.
     pub rss_loaded_kib: u64,
@@ -46,40 +64,8 @@ pub struct Results {
     pub load_all_builtins_ms: f64,
 }
 
-/// A source that serves a table the benchmark builds and changes.
-struct Synthetic(Arc<Mutex<DeviceTable>>);
-
-impl DeviceSource for Synthetic {
-    fn collect(&self, _: &Requirements, _: &[PathBuf], table: &mut DeviceTable) -> Result<(), SourceError> {
-        table.absorb(&self.0.lock().expect("bench table"));
-        Ok(())
-    }
-
-    fn reread(&self, syspath: &Path, _: &Requirements, _: bool) -> Option<DeviceTable> {
-        let devpath = syspath.strip_prefix("/sys").ok()?.to_string_lossy().into_owned();
-        self.0.lock().expect("bench table").chain(&format!("/{devpath}"))
-    }
-
-    fn reread_path(&self, path: &Path, _: &[PathBuf]) -> Option<DeviceTable> {
-        Some(self.0.lock().expect("bench table").chain(&path.to_string_lossy()).unwrap_or_default())
-    }
-}
-
 fn node(devpath: String, subsystem: &str) -> Node {
-    Node {
-        origin: Origin::Udev,
-        kernel: devpath.rsplit('/').next().unwrap_or_default().to_string(),
-        subsystem: subsystem.to_string(),
-        devtype: None,
-        driver: None,
-        devnode: None,
-        devlinks: Vec::new(),
-        properties: Vec::new(),
-        attributes: Vec::new(),
-        tags: Vec::new(),
-        parent: None,
-        devpath,
-    }
+    Node::bare(Origin::Udev, &devpath, subsystem)
 }
 
 /// Device `i`: a USB device behind one of 100 hubs with a tty child; one in
@@ -134,7 +120,7 @@ fn path_table(count: usize) -> DeviceTable {
     table
 }
 
-pub fn rss_kib() -> u64 {
+fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -156,7 +142,7 @@ fn spread(mut samples: Vec<Duration>) -> (f64, f64) {
 }
 
 /// Runs every scenario `runs` times over `count` candidates.
-pub fn run(runtime: &Runtime, count: usize, runs: usize) -> anyhow::Result<Results> {
+fn measure(runtime: &Runtime, count: usize, runs: usize) -> anyhow::Result<Results> {
     let started = Instant::now();
     let handlers = builtin::BUILTINS
         .iter()
@@ -178,25 +164,16 @@ pub fn run(runtime: &Runtime, count: usize, runs: usize) -> anyhow::Result<Resul
     for (name, config, candidates) in scenarios {
         let handler = handlers.iter().find(|(n, _)| *n == name).expect("built-in exists").1.clone();
         let needs = handler.needs(runtime, config)?;
-        let prepared = || Prepared {
-            resource: Resource {
-                name: format!("devsieve.io/bench-{name}"),
-                handler: HandlerRef::Builtin(name.into()),
-                allowed_roots: vec![PathBuf::from("/dev")],
-                handler_config: config.into(),
-                cdi: false,
-            },
-            handler: handler.clone(),
-            needs: needs.clone(),
-        };
+        let resource = Resource::plain(format!("devsieve.io/bench-{name}"), HandlerRef::Builtin(name.into()), config);
+        let prepared = || Prepared { resource: resource.clone(), handler: handler.clone(), needs: needs.clone() };
         let fresh = || if candidates == "path" { path_table(count) } else { udev_table(count, candidates) };
-        let table = Arc::new(Mutex::new(fresh()));
-        let sources = Sources::new(vec![Box::new(Synthetic(table.clone()))]);
+        let source = MemorySource::default();
+        let sources = Sources::new(vec![Box::new(source.clone())]);
 
         let (mut collect, mut full, mut one) = (Vec::new(), Vec::new(), Vec::new());
         let mut groups = 0;
         for run in 0..runs {
-            *table.lock().expect("bench table") = fresh();
+            *source.table() = fresh();
             let mut eval = ResourceEval::new(prepared());
             let start = Instant::now();
             let changes = eval.take_rescan(&sources)?;
@@ -210,11 +187,11 @@ pub fn run(runtime: &Runtime, count: usize, runs: usize) -> anyhow::Result<Resul
             let i = count + run;
             let start = Instant::now();
             let evaluation = if candidates == "path" {
-                add_path(&mut table.lock().expect("bench table"), i);
+                add_path(&mut source.table(), i);
                 let change = PathChange { entries: [PathBuf::from(bench_path(i))].into(), rescan: false };
                 eval.on_paths(runtime, &sources, &change)
             } else {
-                let (usb, tty) = add_usb_serial(&mut table.lock().expect("bench table"), i, true, candidates);
+                let (usb, tty) = add_usb_serial(&mut source.table(), i, true, candidates);
                 let (devpath, subsystem) = if candidates == "usb" { (usb, "usb") } else { (tty, "tty") };
                 let event = UdevEvent {
                     action: Action::Add,

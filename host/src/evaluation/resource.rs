@@ -10,40 +10,18 @@
 //! evaluation, as the contract intends.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use rustc_hash::FxHashMap as HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::discover::{Advertised, Prepared, ResourceError, advertise};
-use crate::handler::bindings::{SnapshotView, Verdict};
-use crate::handler::{Error as HandlerError, Runtime};
-use crate::snapshot::{Changes, DeviceTable};
+use rustc_hash::FxHashMap as HashMap;
+
+use super::prepare::{Prepared, ResourceError};
+use crate::contract::{SnapshotView, Verdict};
+use crate::handler::{Error as HandlerError, Invalid, Runtime};
+use crate::model::{Action, Advertised, Changes, DeviceTable, PathChange, UdevEvent};
 use crate::source::Sources;
 use crate::source::path::{Bearing, bearing, check_pattern};
-use crate::source::watch::PathChange;
-
-/// What a udev event says happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Add,
-    Change,
-    Remove,
-    Bind,
-    Unbind,
-}
-
-/// A udev event, as the monitor hands it on.
-#[derive(Clone, Debug)]
-pub struct UdevEvent {
-    pub action: Action,
-    /// `/devices/...`: the table's key.
-    pub devpath: String,
-    /// `/sys/devices/...`: where to read the device again.
-    pub syspath: std::path::PathBuf,
-    pub subsystem: String,
-}
 
 /// The result of one step, when the step asked the handler anything.
 #[derive(Debug)]
@@ -89,7 +67,7 @@ enum StepError {
     /// with one kubelet id, a group joining devices of different keys.
     Invalid {
         call: &'static str,
-        reason: String,
+        problem: Box<Invalid>,
     },
 }
 
@@ -115,10 +93,6 @@ impl ResourceEval {
         !self.prepared.needs.paths.is_empty()
     }
 
-    pub fn table(&self) -> &DeviceTable {
-        &self.table
-    }
-
     /// Collects everything again and evaluates what changed since the last
     /// collection (everything, the first time); `None` if nothing did.
     pub fn rescan(&mut self, runtime: &Runtime, sources: &Sources) -> Option<Evaluation> {
@@ -142,9 +116,9 @@ impl ResourceEval {
         let resource = &self.prepared.resource;
         match sources.collect(&self.prepared.needs, &resource.allowed_roots) {
             Ok(table) => Ok(self.table.replace(table)),
-            Err(error) => {
+            Err(source) => {
                 self.stale = true;
-                Err(ResourceError::Source { resource: resource.name.clone(), error })
+                Err(ResourceError::Source { resource: resource.name.clone(), source })
             }
         }
     }
@@ -259,28 +233,14 @@ impl ResourceEval {
             Err(error) => {
                 self.stale = true;
                 let resource = self.prepared.resource.name.clone();
-                Err(match error {
-                    StepError::Handler(error) => ResourceError::Handler { resource, error },
-                    StepError::Invalid { call, reason } => ResourceError::Handler {
-                        resource,
-                        error: HandlerError::Invalid {
-                            handler: self.prepared.handler.name().to_string(),
-                            call,
-                            reason,
-                        },
-                    },
-                })
+                let source = match error {
+                    StepError::Handler(error) => error,
+                    StepError::Invalid { call, problem } => self.prepared.handler.invalid(call, *problem),
+                };
+                Err(ResourceError::Handler { resource, source })
             }
         };
         Some(Evaluation { outcome, took: started.elapsed() })
-    }
-
-    /// Whether a change under `dir` may concern this resource's patterns.
-    pub fn watches(&self, changed: &Path) -> bool {
-        self.prepared.needs.paths.iter().any(|pattern| {
-            let literal = crate::source::path::literal_prefix(pattern);
-            changed.starts_with(&literal) || literal.starts_with(changed)
-        })
     }
 }
 
@@ -310,7 +270,7 @@ impl Selection {
                     Verdict::Skip => continue,
                     Verdict::Alone(groups) => {
                         let groups: Vec<Arc<Advertised>> =
-                            groups.into_iter().map(|g| Arc::new(advertise(&snapshot, g))).collect();
+                            groups.into_iter().map(|g| Arc::new(Advertised::new(&snapshot, g))).collect();
                         for group in &groups {
                             insert(&mut self.advertised, group, "select")?;
                         }
@@ -352,7 +312,7 @@ impl Selection {
         let mut keyed: HashMap<Arc<str>, Vec<Arc<Advertised>>> = HashMap::default();
         for group in groups {
             let key = group_key(&snapshot, &key_of, &group.members, &group.id)?;
-            let group = Arc::new(advertise(&snapshot, group));
+            let group = Arc::new(Advertised::new(&snapshot, group));
             insert(&mut self.advertised, &group, "group")?;
             keyed.entry(key.clone()).or_default().push(group);
         }
@@ -381,18 +341,18 @@ fn insert(
     group: &Arc<Advertised>,
     call: &'static str,
 ) -> Result<(), StepError> {
+    let first_device = |group: &Advertised| group.members.first().map_or("no device", String::as_str).to_string();
     match advertised.insert(group.id.clone(), group.clone()) {
         None => Ok(()),
         Some(other) => Err(StepError::Invalid {
             call,
-            reason: format!(
-                "two groups have the device id {:?}: {:?} (of {}) and {:?} (of {})",
-                group.id,
-                other.handler_id,
-                other.members.first().map_or("no device", String::as_str),
-                group.handler_id,
-                group.members.first().map_or("no device", String::as_str),
-            ),
+            problem: Box::new(Invalid::SameDeviceId {
+                id: group.id.clone(),
+                first: other.handler_id.clone(),
+                first_device: first_device(&other),
+                second: group.handler_id.clone(),
+                second_device: first_device(group),
+            }),
         }),
     }
 }
@@ -407,21 +367,38 @@ fn group_key<'k>(
     let mut keys = members.iter().filter_map(|m| key_of.get(m).map(|key| (*m, *key)));
     // `check::groups` made sure a group names at least one candidate.
     let Some((first, key)) = keys.next() else {
-        return Err(StepError::Invalid {
-            call: "group",
-            reason: format!("group {id:?} names none of the devices it was given"),
-        });
+        return Err(StepError::Invalid { call: "group", problem: Box::new(Invalid::NoDevice(id.into())) });
     };
     match keys.find(|(_, other)| *other != key) {
         None => Ok(key),
         Some((second, other)) => Err(StepError::Invalid {
             call: "group",
-            reason: format!(
-                "group {id:?} joins {} (key {key:?}) and {} (key {other:?}): `select` gave them different keys",
-                snapshot.nodes[first as usize].devpath, snapshot.nodes[second as usize].devpath
-            ),
+            problem: Box::new(Invalid::MixedKeys {
+                id: id.into(),
+                first: snapshot.nodes[first as usize].devpath.into(),
+                first_key: key.to_string(),
+                second: snapshot.nodes[second as usize].devpath.into(),
+                second_key: other.to_string(),
+            }),
         }),
     }
+}
+
+/// Runs the whole pipeline once over every resource of `config`, whose
+/// handlers are in `fetched`: each resource's groups, or why it has none.
+pub fn evaluate_once(
+    runtime: &Runtime,
+    fetched: &super::Fetched,
+    sources: &Sources,
+    config: &crate::config::Config,
+) -> Vec<Result<Vec<Arc<Advertised>>, ResourceError>> {
+    super::prepare(runtime, fetched, config)
+        .into_iter()
+        .map(|prepared| {
+            let mut resource = ResourceEval::new(prepared?);
+            resource.rescan(runtime, sources).map_or(Ok(Vec::new()), |evaluation| evaluation.outcome)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -430,41 +407,20 @@ mod tests {
     //! changed: the built-ins' partitions (alone, keyed, all) against
     //! devices that come, go and change.
 
-    use std::path::PathBuf;
-    use std::sync::Mutex;
-
     use super::*;
+    use crate::builtin;
     use crate::config::{HandlerRef, Resource};
-    use crate::handler::bindings::{Node, Origin, Requirements};
-    use crate::handler::{Compiler, Limits, builtin};
-    use crate::snapshot::tests::node;
-    use crate::source::{DeviceSource, SourceError};
-
-    /// A source that serves whatever table the test holds.
-    struct Held(Arc<Mutex<DeviceTable>>);
-
-    impl DeviceSource for Held {
-        fn collect(&self, _: &Requirements, _: &[PathBuf], table: &mut DeviceTable) -> Result<(), SourceError> {
-            table.absorb(&self.0.lock().unwrap());
-            Ok(())
-        }
-    }
+    use crate::contract::{Node, Origin};
+    use crate::handler::{Compiler, Limits};
+    use crate::model::node;
+    use crate::source::MemorySource;
 
     fn prepared(runtime: &Runtime, handler: &str, config: &str) -> Prepared {
         let builtin = builtin::get(handler).unwrap();
         let handler_ref = runtime.load(handler, builtin.bytes, builtin.digest).unwrap();
         let needs = handler_ref.needs(runtime, config).unwrap();
-        Prepared {
-            resource: Resource {
-                name: format!("devsieve.io/{handler}"),
-                handler: HandlerRef::Builtin(handler.into()),
-                allowed_roots: vec![PathBuf::from("/dev")],
-                handler_config: config.into(),
-                cdi: false,
-            },
-            handler: handler_ref,
-            needs,
-        }
+        let resource = Resource::plain(format!("devsieve.io/{handler}"), HandlerRef::Builtin(handler.into()), config);
+        Prepared { resource, handler: handler_ref, needs }
     }
 
     fn file(path: &str) -> Node {
@@ -504,7 +460,8 @@ mod tests {
         let selected = table.candidates().zip(&verdicts).filter(|(_, v)| !matches!(v, Verdict::Skip)).map(|(c, _)| c);
         let snapshot = table.snapshot(selected);
         let groups = handler.group(runtime, &resource.handler_config, &snapshot, &resource.allowed_roots).unwrap();
-        let mut groups: Vec<Arc<Advertised>> = groups.into_iter().map(|g| Arc::new(advertise(&snapshot, g))).collect();
+        let mut groups: Vec<Arc<Advertised>> =
+            groups.into_iter().map(|g| Arc::new(Advertised::new(&snapshot, g))).collect();
         groups.sort_by(|a, b| a.id.cmp(&b.id));
         groups
     }
@@ -514,18 +471,18 @@ mod tests {
     /// every selected device at once.
     fn incremental_matches_fresh(handler: &str, config: &str, changes: &[&dyn Fn(&mut DeviceTable)]) {
         let runtime = Runtime::new(None, Limits::default(), Compiler::in_process()).unwrap();
-        let table = Arc::new(Mutex::new(DeviceTable::default()));
-        let sources = Sources::new(vec![Box::new(Held(table.clone()))]);
+        let source = MemorySource::default();
+        let sources = Sources::new(vec![Box::new(source.clone())]);
         let mut eval = ResourceEval::new(prepared(&runtime, handler, config));
         let ids = |groups: &[Arc<Advertised>]| groups.iter().map(|g| g.id.clone()).collect::<Vec<_>>();
         for (step, change) in changes.iter().enumerate() {
-            change(&mut table.lock().unwrap());
+            change(&mut source.table());
             if let Some(evaluation) = eval.rescan(&runtime, &sources) {
                 evaluation.outcome.unwrap_or_else(|e| panic!("{handler}, step {step}: {e}"));
             }
             let mut fresh = ResourceEval::new(prepared(&runtime, handler, config));
             let fresh = fresh.rescan(&runtime, &sources).unwrap().outcome.unwrap();
-            let expected = whole(&runtime, &eval.prepared, &table.lock().unwrap());
+            let expected = whole(&runtime, &eval.prepared, &source.table());
             assert_eq!(ids(eval.last_groups()), ids(&expected), "{handler}, step {step}");
             assert_eq!(eval.last_groups(), expected.as_slice(), "{handler}, step {step}");
             assert_eq!(fresh, expected, "{handler}, step {step}: a fresh evaluation");

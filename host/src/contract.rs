@@ -1,6 +1,8 @@
-//! Host bindings for the `devsieve:handler` WIT package. Its record types are
-//! also the agent's device model: sources build `Node`s, the runtime lowers
-//! them into the guest without converting.
+//! The handler contract: the `devsieve:handler` WIT package as Rust. Its
+//! record types are also the agent's device model — sources build `Node`s,
+//! the runtime lowers them into the guest without converting — so this
+//! module sits at the bottom, beside [`crate::model`], and imports nothing of
+//! the crate.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -10,16 +12,40 @@ wasmtime::component::bindgen!({
 });
 
 pub use devsieve::handler::types::{
-    DeviceGroup, DeviceNode, HandlerError as GuestError, HandlerInfo, Mount, Node, Origin, Requirements, Verdict,
+    DeviceGroup, HandlerError as GuestError, HandlerInfo, Node, Origin, Requirements, Verdict,
 };
+#[cfg(test)]
+pub use devsieve::handler::types::{DeviceNode, Mount};
 
-/// The contract version this agent speaks; a handler must export
+/// The contract version this agent speaks: the WIT package's version, which
+/// build.rs reads from `wit/handler.wit`. A handler must export
 /// `devsieve:handler/discovery@` this version.
-pub const CONTRACT_VERSION: &str = "0.2.0";
+pub const CONTRACT_VERSION: &str = env!("DEVSIEVE_CONTRACT_VERSION");
 pub const DISCOVERY_EXPORT_PREFIX: &str = "devsieve:handler/discovery@";
 
-/// The WIT `snapshot` record as the evaluator lowers it: each node borrowed
-/// from the evaluator's table instead of copied (wasmtime copies the strings
+impl Node {
+    /// A device known by its devpath and subsystem only (its kernel name is
+    /// the devpath's last part), for tables built by hand: tests and `bench`.
+    pub fn bare(origin: Origin, devpath: &str, subsystem: &str) -> Node {
+        Node {
+            origin,
+            devpath: devpath.to_string(),
+            kernel: devpath.rsplit('/').next().unwrap_or_default().to_string(),
+            subsystem: subsystem.to_string(),
+            devtype: None,
+            driver: None,
+            devnode: None,
+            devlinks: Vec::new(),
+            properties: Vec::new(),
+            attributes: Vec::new(),
+            tags: Vec::new(),
+            parent: None,
+        }
+    }
+}
+
+/// The WIT `snapshot` record as the evaluation lowers it: each node borrowed
+/// from its device table instead of copied (wasmtime copies the strings
 /// into the guest's memory either way). The field names and order are the
 /// WIT record's; wasmtime checks them against the handler's export when the
 /// handler is loaded.

@@ -1,14 +1,40 @@
-//! Names the kubelet sees: extended resource names, validated as the kubelet
-//! and API server validate them, and device ids derived from what a handler
-//! says identifies a device.
+//! Names the kubelet and the API server see: extended resource names and
+//! Kubernetes object names, validated as Kubernetes validates them, and
+//! device ids derived from what a handler says identifies a device.
 
-use sha2::{Digest, Sha256};
+use super::digest::sha256_hex_of;
 
 /// The longest device id the agent hands the kubelet.
 pub const MAX_DEVICE_ID: usize = 63;
 
+/// Why a name is not one Kubernetes accepts.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("{0:?} needs a domain: DOMAIN/NAME")]
+    NoDomain(String),
+    #[error("{0:?}: the name after the domain must be 1 to 63 characters")]
+    NameLength(String),
+    #[error(
+        "{0:?}: the name after the domain may hold letters, digits, '-', '_' and '.', \
+         and must start and end with a letter or digit"
+    )]
+    NameCharacters(String),
+    #[error("{0:?}: the domain is too long to be used in a resource quota")]
+    QuotaTooLong(String),
+    #[error("{0:?} is not a valid domain (a lowercase DNS name such as devsieve.io)")]
+    Domain(String),
+    #[error("{0:?} is reserved for Kubernetes' own resources")]
+    ReservedDomain(String),
+    #[error("{0:?} may not start with `requests.` (reserved for quota)")]
+    QuotaPrefix(String),
+    #[error("must be a lowercase DNS label (letters, digits, `-`; at most 63)")]
+    DnsLabel,
+    #[error("must be a lowercase DNS subdomain (labels of letters, digits and `-`, joined by `.`)")]
+    DnsSubdomain,
+}
+
 /// `domain/name` for a configured `name` (which may already carry a domain).
-pub fn resource_name(domain: &str, name: &str) -> Result<String, String> {
+pub fn resource_name(domain: &str, name: &str) -> Result<String, NameError> {
     let full = if name.contains('/') { name.to_string() } else { format!("{domain}/{name}") };
     check_extended_resource_name(&full)?;
     Ok(full)
@@ -17,50 +43,58 @@ pub fn resource_name(domain: &str, name: &str) -> Result<String, String> {
 /// What the kubelet requires of a device plugin's resource name
 /// (`IsExtendedResourceName`): a qualified name with a domain that is not
 /// Kubernetes' own, usable in quota as `requests.<name>`.
-pub fn check_extended_resource_name(full: &str) -> Result<(), String> {
+pub fn check_extended_resource_name(full: &str) -> Result<(), NameError> {
     let Some((prefix, name)) = full.split_once('/') else {
-        return Err(format!("{full:?} needs a domain: DOMAIN/NAME"));
+        return Err(NameError::NoDomain(full.into()));
     };
     check_domain(prefix)?;
     if name.is_empty() || name.len() > 63 {
-        return Err(format!("{full:?}: the name after the domain must be 1 to 63 characters"));
+        return Err(NameError::NameLength(full.into()));
     }
     let bytes = name.as_bytes();
     let inner_ok = bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if !inner_ok || !bytes[0].is_ascii_alphanumeric() || !bytes[bytes.len() - 1].is_ascii_alphanumeric() {
-        return Err(format!(
-            "{full:?}: the name after the domain may hold letters, digits, '-', '_' and '.', \
-             and must start and end with a letter or digit"
-        ));
+        return Err(NameError::NameCharacters(full.into()));
     }
     if format!("requests.{prefix}").len() > 253 {
-        return Err(format!("{full:?}: the domain is too long to be used in a resource quota"));
+        return Err(NameError::QuotaTooLong(full.into()));
     }
     Ok(())
 }
 
 /// A resource domain: a lowercase DNS subdomain that is not Kubernetes' own.
-pub fn check_domain(domain: &str) -> Result<(), String> {
-    let label_ok = |label: &str| {
-        let b = label.as_bytes();
-        !b.is_empty()
-            && b.len() <= 63
-            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-            && b[0] != b'-'
-            && b[b.len() - 1] != b'-'
-    };
-    if domain.is_empty() || domain.len() > 253 || !domain.split('.').all(label_ok) {
-        return Err(format!("{domain:?} is not a valid domain (a lowercase DNS name such as devsieve.io)"));
+pub fn check_domain(domain: &str) -> Result<(), NameError> {
+    if check_dns_subdomain(domain).is_err() {
+        return Err(NameError::Domain(domain.into()));
     }
     if domain == "kubernetes.io"
         || domain.ends_with(".kubernetes.io")
         || domain == "k8s.io"
         || domain.ends_with(".k8s.io")
     {
-        return Err(format!("{domain:?} is reserved for Kubernetes' own resources"));
+        return Err(NameError::ReservedDomain(domain.into()));
     }
     if domain.starts_with("requests.") {
-        return Err(format!("{domain:?} may not start with `requests.` (reserved for quota)"));
+        return Err(NameError::QuotaPrefix(domain.into()));
+    }
+    Ok(())
+}
+
+/// An RFC 1123 label, as Kubernetes checks namespace names.
+pub fn check_dns_label(label: &str) -> Result<(), NameError> {
+    let b = label.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-';
+    if ok { Ok(()) } else { Err(NameError::DnsLabel) }
+}
+
+/// An RFC 1123 subdomain, as Kubernetes checks ConfigMap names.
+pub fn check_dns_subdomain(name: &str) -> Result<(), NameError> {
+    if name.is_empty() || name.len() > 253 || name.split('.').any(|label| check_dns_label(label).is_err()) {
+        return Err(NameError::DnsSubdomain);
     }
     Ok(())
 }
@@ -93,7 +127,7 @@ fn device_id_within(handler_id: &str, max: usize) -> String {
     if plain(handler_id) {
         return handler_id.to_string();
     }
-    let digest = format!("{:x}", Sha256::digest(handler_id.as_bytes()));
+    let digest = sha256_hex_of(handler_id.as_bytes());
     let tail = handler_id.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
     let readable: String =
         tail.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect();
@@ -102,7 +136,6 @@ fn device_id_within(handler_id: &str, max: usize) -> String {
     let readable = &readable[..readable.len().min(keep)];
     if readable.is_empty() { digest[..16].to_string() } else { format!("{readable}-{}", &digest[..16]) }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,265 @@
+//! The agent's config file: which resources to advertise, which handler finds
+//! each, and the handler's own config. Everything is checked up front, and an
+//! error names the file, the resource and the field.
+//!
+//! ```yaml
+//! domain: devsieve.io            # optional; resource names are DOMAIN/NAME
+//! resources:
+//!   - name: printer
+//!     handler: udev-rule         # see below
+//!     allowedRoots: [/dev]       # where device nodes, globs and mounts may point
+//!     config:                    # the handler's own config
+//!       udevRules: ['ATTRS{idVendor}=="1a86", ATTRS{idProduct}=="7523"']
+//! ```
+
+//! Handler references (`handler:`) are described in [`reference`].
+
+mod reference;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::support::names::{self, NameError};
+use crate::support::paths::is_normal_absolute;
+pub use reference::{ConfigMapRef, HandlerRef, OciRef, ReferenceError};
+
+/// The resource domain when the config names none. Never changes once released.
+pub const DEFAULT_DOMAIN: &str = "devsieve.io";
+/// Where a resource's device nodes, globs and mounts may point when it names no `allowedRoots`.
+const DEFAULT_ROOT: &str = "/dev";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: PathBuf, source: std::io::Error },
+    #[error("{file}: {location}{message}")]
+    Syntax { file: PathBuf, location: String, message: String },
+    #[error("{file}: {field}: {source}")]
+    Field { file: PathBuf, field: String, source: Box<FieldError> },
+}
+
+/// What is wrong with one field of a well-formed config.
+#[derive(Debug, thiserror::Error)]
+pub enum FieldError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error("{0} is configured twice; resource names must be unique")]
+    Duplicate(String),
+    #[error("only applies to OCI references, and handler {0} is not one")]
+    TagsWithoutOci(HandlerRef),
+    #[error("{} must be an absolute path without `.` or `..`", .0.display())]
+    Root(PathBuf),
+    #[error("must be a mapping of the handler's settings")]
+    NotAMapping,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    #[serde(default)]
+    domain: Option<String>,
+    resources: Vec<RawResource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawResource {
+    name: String,
+    handler: String,
+    #[serde(default)]
+    allowed_roots: Option<Vec<PathBuf>>,
+    /// Lets an OCI handler reference name a tag without a digest.
+    #[serde(default)]
+    allow_tags: bool,
+    #[serde(default = "empty_object")]
+    config: serde_json::Value,
+    #[serde(default)]
+    cdi: bool,
+}
+
+/// serde_yaml's message without the path and position it adds itself (the
+/// error names both already, more exactly).
+fn bare_yaml_message(text: &str) -> &str {
+    let text = match text.rfind(" at line ") {
+        Some(at) if text[at + " at line ".len()..].split(" column ").all(|n| n.parse::<u64>().is_ok()) => &text[..at],
+        _ => text,
+    };
+    match text.split_once(": ") {
+        Some((path, rest)) if !path.is_empty() && !path.contains(' ') => rest,
+        _ => text,
+    }
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    /// `domain/name`, valid as a kubelet extended resource name.
+    pub name: String,
+    pub handler: HandlerRef,
+    /// Roots that device-node globs and mounts must lie under.
+    pub allowed_roots: Vec<PathBuf>,
+    /// The handler's config as JSON text, as the handler receives it.
+    pub handler_config: String,
+    /// Give containers CDI device names (and keep a CDI spec) instead of device nodes.
+    pub cdi: bool,
+}
+
+impl Resource {
+    /// A resource that sets nothing but its name, handler and handler
+    /// config, with the defaults a config file gives it.
+    pub fn plain(name: String, handler: HandlerRef, handler_config: &str) -> Resource {
+        Resource {
+            name,
+            handler,
+            allowed_roots: vec![PathBuf::from(DEFAULT_ROOT)],
+            handler_config: handler_config.into(),
+            cdi: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub file: PathBuf,
+    pub domain: String,
+    pub resources: Vec<Resource>,
+}
+
+impl Config {
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_path_buf(), source })?;
+        Config::parse(file, &text)
+    }
+
+    /// Parses `text` as the contents of `file` (which names errors and
+    /// anchors relative handler paths).
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            let location =
+                inner.location().map(|l| format!("line {} column {}: ", l.line(), l.column())).unwrap_or_default();
+            let field = if path == "." { String::new() } else { format!("{path}: ") };
+            let text = inner.to_string();
+            let message = bare_yaml_message(&text);
+            ConfigError::Syntax { file: file.to_path_buf(), location, message: format!("{field}{message}") }
+        })?;
+        let field_error = |field: String, source: FieldError| ConfigError::Field {
+            file: file.to_path_buf(),
+            field,
+            source: Box::new(source),
+        };
+
+        let domain = raw.domain.unwrap_or_else(|| DEFAULT_DOMAIN.to_string());
+        names::check_domain(&domain).map_err(|e| field_error("domain".into(), e.into()))?;
+
+        let base = file.parent().unwrap_or(Path::new("."));
+        let mut seen = HashSet::new();
+        let mut resources = Vec::with_capacity(raw.resources.len());
+        for (index, raw) in raw.resources.into_iter().enumerate() {
+            let at = |field: &str| format!("resources[{index}] ({:?}).{field}", raw.name);
+            let name = names::resource_name(&domain, &raw.name).map_err(|e| field_error(at("name"), e.into()))?;
+            if !seen.insert(name.clone()) {
+                return Err(field_error(at("name"), FieldError::Duplicate(name)));
+            }
+            let handler = HandlerRef::parse(base, &raw.handler, raw.allow_tags)
+                .map_err(|e| field_error(at("handler"), e.into()))?;
+            if raw.allow_tags && !matches!(handler, HandlerRef::Oci(_)) {
+                return Err(field_error(at("allowTags"), FieldError::TagsWithoutOci(handler)));
+            }
+            let allowed_roots = raw.allowed_roots.unwrap_or_else(|| vec![PathBuf::from(DEFAULT_ROOT)]);
+            if let Some((i, root)) = allowed_roots.iter().enumerate().find(|(_, root)| !is_normal_absolute(root)) {
+                return Err(field_error(at(&format!("allowedRoots[{i}]")), FieldError::Root(root.clone())));
+            }
+            if !raw.config.is_object() {
+                return Err(field_error(at("config"), FieldError::NotAMapping));
+            }
+            resources.push(Resource {
+                name,
+                handler,
+                allowed_roots,
+                handler_config: raw.config.to_string(),
+                cdi: raw.cdi,
+            });
+        }
+        Ok(Config { file: file.to_path_buf(), domain, resources })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("/etc/devsieve/config.yaml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn syntax_errors_name_the_field_once() {
+        let error = parse("resources:\n  - name: keep\n    handler: glob\n    colour: blue\n").unwrap_err();
+        assert!(
+            error
+                .starts_with("/etc/devsieve/config.yaml: line 4 column 5: resources[0].colour: unknown field `colour`"),
+            "{error}"
+        );
+        assert_eq!(error.matches("resources[0]").count(), 1, "{error}");
+        assert!(!error.ends_with("column 5"), "{error}");
+    }
+
+    #[test]
+    fn defaults_and_references() {
+        let config = parse(
+            "resources:\n- name: printer\n  handler: udev-rule\n  config: {udevRules: ['KERNEL==\"ttyUSB*\"']}\n\
+             - name: example.com/zigbee\n  handler: builtin:usb-id\n- name: custom\n  handler: handlers/x.wasm\n",
+        )
+        .unwrap();
+        assert_eq!(config.domain, "devsieve.io");
+        assert_eq!(config.resources[0].name, "devsieve.io/printer");
+        assert_eq!(config.resources[0].handler, HandlerRef::Builtin("udev-rule".into()));
+        assert_eq!(config.resources[0].allowed_roots, vec![PathBuf::from("/dev")]);
+        assert_eq!(config.resources[0].handler_config, r#"{"udevRules":["KERNEL==\"ttyUSB*\""]}"#);
+        assert_eq!(config.resources[1].name, "example.com/zigbee");
+        assert_eq!(config.resources[2].handler, HandlerRef::File("/etc/devsieve/handlers/x.wasm".into()));
+    }
+
+    #[test]
+    fn errors_name_the_resource_and_field() {
+        let err = parse("resources:\n- name: printer\n  handler: udevrule\n").unwrap_err();
+        assert!(err.contains("resources[0] (\"printer\").handler") && err.contains("udev-rule"), "{err}");
+        let err = parse("resources:\n- name: Bad_Name!\n  handler: glob\n").unwrap_err();
+        assert!(err.contains("resources[0] (\"Bad_Name!\").name"), "{err}");
+        let err = parse("resources:\n- name: a\n  handler: glob\n- name: a\n  handler: glob\n").unwrap_err();
+        assert!(err.contains("resources[1]") && err.contains("twice"), "{err}");
+        let err = parse("resources:\n- name: a\n  handlr: glob\n").unwrap_err();
+        assert!(err.contains("resources[0]") && err.contains("handlr") && err.contains("line 3"), "{err}");
+        let err = parse("resources:\n- name: a\n  handler: glob\n  allowedRoots: [dev]\n").unwrap_err();
+        assert!(err.contains("allowedRoots[0]"), "{err}");
+        let err = parse("domain: kubernetes.io\nresources: []\n").unwrap_err();
+        assert!(err.contains("domain"), "{err}");
+        let err = parse("resources:\n- name: a\n  handler: glob\n  config: [1]\n").unwrap_err();
+        assert!(err.contains("config"), "{err}");
+    }
+
+    #[test]
+    fn allow_tags_is_per_resource_and_only_for_oci() {
+        let config = parse(
+            "resources:\n- name: a\n  handler: registry.example.com/h/zigbee:1.0\n  allowTags: true\n\
+             - name: b\n  handler: glob\n",
+        )
+        .unwrap();
+        assert!(matches!(&config.resources[0].handler, HandlerRef::Oci(oci) if oci.allow_tags));
+        let err = parse("resources:\n- name: a\n  handler: registry.example.com/h/zigbee:1.0\n").unwrap_err();
+        assert!(err.contains("resources[0] (\"a\").handler") && err.contains("allowTags"), "{err}");
+        let err = parse("resources:\n- name: a\n  handler: glob\n  allowTags: true\n").unwrap_err();
+        assert!(err.contains("resources[0] (\"a\").allowTags"), "{err}");
+    }
+}
