@@ -1,8 +1,8 @@
 //! The handler contract: the `devsieve:handler` WIT package as Rust. Its
 //! record types are also the agent's device model — sources build `Node`s,
 //! the runtime lowers them into the guest without converting — so this
-//! module sits at the bottom, beside [`crate::model`], and imports nothing of
-//! the crate.
+//! module sits at the bottom, beside the model, and imports nothing of the
+//! crate.
 
 wasmtime::component::bindgen!({
     path: "../wit",

@@ -19,7 +19,7 @@ impl DeviceSource for PathSource {
                 .map_err(|error| SourceError::Pattern { pattern: pattern.clone(), problem: error.into() })?;
             // Unreadable entries are skipped: a path that cannot be read cannot be granted either.
             for path in matches.flatten() {
-                if roots.iter().any(|root| path.starts_with(root)) {
+                if under_a_root(&path, roots) {
                     table.add(node(&path), None, true);
                 }
             }
@@ -30,11 +30,18 @@ impl DeviceSource for PathSource {
     fn reread_path(&self, path: &Path, roots: &[PathBuf]) -> Option<DeviceTable> {
         let mut table = DeviceTable::default();
         // `symlink_metadata`: a dangling symlink is there (as `glob` lists it) until it is removed.
-        if roots.iter().any(|root| path.starts_with(root)) && std::fs::symlink_metadata(path).is_ok() {
+        if under_a_root(path, roots) && std::fs::symlink_metadata(path).is_ok() {
             table.add(node(path), None, true);
         }
         Some(table)
     }
+}
+
+/// Whether `path` lies under one of `roots`. `glob` lists `.` and `..` for a
+/// component such as `.*`, and `starts_with` compares components without
+/// resolving them: `/dev/..` would pass for the root `/dev`.
+fn under_a_root(path: &Path, roots: &[PathBuf]) -> bool {
+    is_normal_absolute(path) && roots.iter().any(|root| path.starts_with(root))
 }
 
 /// How a path an inotify event named bears on `pattern`, weakest first
@@ -213,5 +220,35 @@ mod tests {
         assert!(link.attributes.iter().any(|(k, v)| k == "target" && v.ends_with("/a0")));
         let outside = super::super::Sources::new(vec![Box::new(PathSource)]).collect(&needs, &[PathBuf::from("/dev")]);
         assert!(outside.is_err());
+    }
+
+    #[test]
+    fn dot_entries_never_escape_a_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("dev");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join(".hidden"), b"").unwrap();
+        let pattern = format!("{}/.*", root.display());
+        assert!(
+            glob::glob(&pattern).unwrap().flatten().any(|p| p.ends_with("..")),
+            "glob lists `..` for `.*`: what this test guards against"
+        );
+        let needs = Requirements {
+            subsystems: vec![],
+            all_udev: false,
+            properties: vec![],
+            attributes: vec![],
+            paths: vec![pattern],
+            usbip: false,
+        };
+        let table = super::super::Sources::new(vec![Box::new(PathSource)])
+            .collect(&needs, std::slice::from_ref(&root))
+            .unwrap();
+        let snapshot = table.snapshot_all();
+        let found: Vec<&str> = snapshot.candidates.iter().map(|&c| snapshot.nodes[c as usize].devpath).collect();
+        assert!(found.iter().any(|p| p.ends_with("/.hidden")), "{found:?}");
+        // `root/.` is the root itself (Path::components reads it so); `root/..` would be its parent.
+        assert!(!found.iter().any(|p| p.ends_with("/..")), "the root's parent is not a candidate: {found:?}");
+        assert!(PathSource.reread_path(&root.join(".."), std::slice::from_ref(&root)).unwrap().is_empty());
     }
 }

@@ -23,6 +23,7 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 
 use super::path::literal_prefix;
 use crate::model::PathChange;
+use crate::support::paths::is_normal_absolute;
 
 /// The directories to watch so that every change to what `pattern` matches
 /// is seen: each directory a match can lie in (wildcards in directory
@@ -44,7 +45,8 @@ pub fn plan(pattern: &str) -> BTreeSet<PathBuf> {
     for depth in literal_len + 1..components.len() {
         let prefix: PathBuf = components[..depth].iter().collect();
         let Ok(matches) = glob::glob(&prefix.to_string_lossy()) else { continue };
-        dirs.extend(matches.flatten().filter(|p| p.is_dir()));
+        // `glob` lists `.` and `..` for `.*`: watching those would watch outside the pattern.
+        dirs.extend(matches.flatten().filter(|p| p.is_dir() && is_normal_absolute(p)));
     }
     dirs
 }
