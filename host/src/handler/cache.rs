@@ -68,7 +68,7 @@ impl ArtifactCache {
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(component) => Some(component),
             Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "discarding an unusable cached artifact");
+                tracing::warn!(path = %path.display(), error = %format!("{error:#}"), "discarding an unusable cached artifact");
                 let _ = std::fs::remove_file(&path);
                 None
             }
