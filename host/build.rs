@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const GUESTS: &[&str] = &["udev-rule", "glob", "usb-id"];
-const PROFILE: &str = "guest";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -38,13 +37,13 @@ fn main() {
         }
         None => {
             let target_dir = wasm::target_dir(root);
-            let mut args = vec!["--profile", PROFILE];
+            let mut args = vec!["--profile", wasm::GUEST_PROFILE];
             let packages: Vec<String> = GUESTS.iter().map(|guest| format!("devsieve-{guest}")).collect();
             for package in &packages {
                 args.extend(["-p", package.as_str()]);
             }
             wasm::cargo_build(root, &args, &target_dir, "the built-in handlers");
-            target_dir.join(wasm::TARGET).join(PROFILE)
+            target_dir.join(wasm::TARGET).join(wasm::GUEST_PROFILE)
         }
     };
     for guest in GUESTS {

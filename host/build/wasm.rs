@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub const TARGET: &str = "wasm32-wasip2";
+/// The workspace's profile for handlers: small and fast (see the root Cargo.toml).
+pub const GUEST_PROFILE: &str = "guest";
 
 /// One target directory for every nested build (`DEVSIEVE_GUESTS_TARGET_DIR`,
 /// default `target/guests` of the workspace), so each component is built once.

@@ -156,11 +156,12 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 /// A duration as people write one (`30s`, `500ms`, `2m`, `1h`, jiff's
-/// friendly format); a bare number is seconds.
+/// friendly format); a bare number (`30`, `1.5`) is seconds.
 fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let seconds;
-    let text = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+    let bare_number = text.bytes().all(|b| b.is_ascii_digit() || b == b'.') && text.parse::<f64>().is_ok();
+    let text = if bare_number {
         seconds = format!("{text}s");
         seconds.as_str()
     } else {
@@ -197,6 +198,7 @@ mod tests {
         assert_eq!(parse_duration("1h").ok(), ms(3_600_000));
         assert_eq!(parse_duration("1.5s").ok(), ms(1_500));
         assert_eq!(parse_duration("7").ok(), ms(7_000), "a bare number is seconds");
+        assert_eq!(parse_duration("0.5").ok(), ms(500));
         assert!(parse_duration("soon").unwrap_err().to_string().contains("30s or 500ms"));
         assert!(matches!(parse_duration("-3s"), Err(DurationError::Negative(_))));
     }

@@ -125,8 +125,22 @@ impl std::fmt::Display for HandlerRef {
             HandlerRef::Builtin(name) => write!(f, "builtin:{name}"),
             HandlerRef::File(path) => write!(f, "{}", path.display()),
             HandlerRef::Oci(oci) => f.write_str(&oci.whole()),
-            HandlerRef::ConfigMap(cm) => write!(f, "configmap:{}/{}/{}", cm.namespace, cm.name, cm.key),
+            HandlerRef::ConfigMap(cm) => write!(f, "{cm}"),
         }
+    }
+}
+
+impl std::fmt::Display for ConfigMapRef {
+    /// `configmap:NAMESPACE/NAME/KEY`, as a config writes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "configmap:{}/{}/{}", self.namespace, self.name, self.key)
+    }
+}
+
+impl ConfigMapRef {
+    /// `NAMESPACE/NAME`: the ConfigMap itself.
+    pub fn object(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
     }
 }
 

@@ -4,6 +4,10 @@
 //! `.wasm` handler files and ConfigMap handlers (a refused update keeps the
 //! running handler), and resources whose handler could not be fetched yet
 //! (served without devices, fetched again with backoff).
+//!
+//! [`Lifecycle`] holds their state; the methods that change the resources
+//! continue `impl Evaluator` here, since they act on the stage's resources,
+//! reporter and watches together.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -231,7 +235,8 @@ impl Evaluator {
             Ok(bytes) => bytes,
             Err(error) => {
                 for name in users {
-                    self.keep(&name, format!("handler {reference}: {error}; the last good handler keeps running"));
+                    // The error names the reference already.
+                    self.keep(&name, format!("handler {error}; the last good handler keeps running"));
                 }
                 return;
             }

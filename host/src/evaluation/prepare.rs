@@ -1,7 +1,7 @@
 //! Preparing resources: fetching every handler of a config (the async
 //! step), then loading each and asking it what to collect for its resource's
-//! config (the sync one). A prepared resource is what a [`ResourceEval`]
-//! (super::ResourceEval) evaluates.
+//! config (the sync one). A prepared resource is what a
+//! [`ResourceEval`](super::ResourceEval) evaluates.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ impl ResourceError {
     /// The handler could not be had (rather than the config being wrong):
     /// the resource waits for it without stopping the others.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, ResourceError::Load { .. })
+        matches!(self, ResourceError::Load { .. } | ResourceError::NotFetched { .. })
     }
 
     /// The resource it is about.

@@ -128,31 +128,51 @@ struct Sandbox {
     deadline: Instant,
 }
 
-/// What one sandbox may allocate. It remembers refusing memory, so a trap
-/// that follows is known to be the cap's doing by this flag, not by the
-/// trap's message.
+/// What one sandbox may allocate. Every growth that fails traps (the guest
+/// would abort on the failed allocation anyway; this stops it at once), and
+/// a memory that could not grow is remembered, so the trap that follows is
+/// known to be memory's by this flag, not by the trap's message.
 struct SandboxLimits {
     memory_bytes: usize,
     refused_memory: bool,
 }
 
-/// The error a refused `memory.grow` traps with (the guest would abort on
-/// the failed allocation anyway; this stops it at once).
+/// The error a refused growth traps with.
 #[derive(Debug, thiserror::Error)]
-#[error("the handler's memory cap of {0} bytes was reached")]
-struct MemoryCapReached(usize);
+enum GrowthRefused {
+    #[error("the handler's memory cap of {0} bytes was reached")]
+    MemoryCap(usize),
+    #[error("growing a memory to {desired} bytes, past its declared maximum of {maximum}")]
+    MemoryMaximum { desired: usize, maximum: usize },
+    #[error("growing a table to {desired} elements, past its declared maximum of {maximum}")]
+    TableMaximum { desired: usize, maximum: usize },
+}
 
 impl ResourceLimiter for SandboxLimits {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
-            self.refused_memory = true;
-            return Err(MemoryCapReached(self.memory_bytes).into());
-        }
-        Ok(true)
+    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let refused = match maximum {
+            _ if desired > self.memory_bytes => GrowthRefused::MemoryCap(self.memory_bytes),
+            Some(maximum) if desired > maximum => GrowthRefused::MemoryMaximum { desired, maximum },
+            _ => return Ok(true),
+        };
+        self.refused_memory = true;
+        Err(refused.into())
     }
 
-    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(true)
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.refused_memory = true;
+        Err(error)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        match maximum {
+            Some(maximum) if desired > maximum => Err(GrowthRefused::TableMaximum { desired, maximum }.into()),
+            _ => Ok(true),
+        }
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(error)
     }
 
     fn instances(&self) -> usize {

@@ -23,7 +23,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::evaluation::{EvaluationInfo, ResourceSpec, Update};
+pub use crate::evaluation::ResourceSpec;
+use crate::evaluation::{EvaluationInfo, Update};
 use crate::metrics::Metrics;
 use crate::model::Advertised;
 use crate::support::names;
@@ -407,6 +408,7 @@ mod tests {
         inventory.handle(evaluated("d/keep", Ok(vec![group("k", 1)])), t0);
         assert!(kept.has_changed().unwrap(), "the kept channel still delivers");
         let set = outputs.resources.borrow();
+        assert_eq!(outputs.status.borrow().config_generation, 2);
         assert_eq!(set.resources.keys().collect::<Vec<_>>(), ["d/keep", "d/new"]);
     }
 

@@ -34,8 +34,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::evaluation::ResourceSpec;
-use crate::inventory::{DeviceList, ResourceSet};
+use crate::inventory::{DeviceList, ResourceSet, ResourceSpec};
 use crate::metrics::Metrics;
 use crate::support::backoff::Backoff;
 use crate::support::digest::sha256_hex_of;

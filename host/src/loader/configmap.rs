@@ -25,10 +25,6 @@ use crate::support::backoff::Backoff;
 use crate::support::digest::sha256_digest;
 use crate::support::error_chain;
 
-fn describe(cm: &ConfigMapRef) -> String {
-    format!("configmap:{}/{}/{}", cm.namespace, cm.name, cm.key)
-}
-
 /// Why a ConfigMap reference gives no handler now.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigMapProblem {
@@ -56,12 +52,12 @@ pub enum ConfigMapProblem {
 }
 
 fn problem(cm: &ConfigMapRef, problem: ConfigMapProblem) -> LoadError {
-    LoadError::ConfigMap { reference: describe(cm), problem }
+    LoadError::ConfigMap { reference: cm.to_string(), problem }
 }
 
 /// The handler in `object`'s `binaryData[key]`, or why there is none.
 fn extract(inner: &Inner, cm: &ConfigMapRef, object: &ConfigMap) -> Result<HandlerBytes, LoadError> {
-    let reference = describe(cm);
+    let reference = cm.to_string();
     let version = object.metadata.resource_version.as_deref().unwrap_or("?");
     if let Some(bytes) = object.binary_data.as_ref().and_then(|data| data.get(&cm.key)) {
         let bytes = &bytes.0;
@@ -84,7 +80,7 @@ fn extract(inner: &Inner, cm: &ConfigMapRef, object: &ConfigMap) -> Result<Handl
     Err(problem(
         cm,
         ConfigMapProblem::NoKey {
-            configmap: format!("{}/{}", cm.namespace, cm.name),
+            configmap: cm.object(),
             key: cm.key.clone(),
             keys: if keys.is_empty() { "none".to_string() } else { keys.join(", ") },
         },
@@ -100,12 +96,12 @@ fn api_problem(error: &kube::Error) -> ConfigMapProblem {
 }
 
 fn missing(cm: &ConfigMapRef) -> LoadError {
-    problem(cm, ConfigMapProblem::Missing(format!("{}/{}", cm.namespace, cm.name)))
+    problem(cm, ConfigMapProblem::Missing(cm.object()))
 }
 
 /// Reads the handler once.
 pub(super) async fn fetch(inner: &Inner, cm: &ConfigMapRef) -> Result<HandlerBytes, LoadError> {
-    let reference = describe(cm);
+    let reference = cm.to_string();
     let client = inner.kube_client(&reference).await?;
     let api: Api<ConfigMap> = Api::namespaced(client, &cm.namespace);
     let got = tokio::time::timeout(inner.options.timeout, api.get_opt(&cm.name)).await;
@@ -130,7 +126,7 @@ pub(super) async fn fetch(inner: &Inner, cm: &ConfigMapRef) -> Result<HandlerByt
 
 /// When the API server cannot be reached: the bytes this key last held, from the blob cache.
 fn fallback(inner: &Inner, cm: &ConfigMapRef, why: String) -> Result<HandlerBytes, LoadError> {
-    let reference = describe(cm);
+    let reference = cm.to_string();
     let cached = inner.blobs.as_ref().and_then(|blobs| {
         let digest = blobs.recall(&reference)?;
         blobs.get(&digest, inner.options.max_module_bytes).map(|bytes| (digest, bytes))
@@ -171,11 +167,11 @@ pub(super) async fn watch(inner: Arc<Inner>, cm: ConfigMapRef, tx: watch::Sender
         _ = watch_loop(&inner, &cm, &tx) => {}
         _ = tx.closed() => {}
     }
-    tracing::debug!(handler = %describe(&cm), "ConfigMap watch ended");
+    tracing::debug!(handler = %cm, "ConfigMap watch ended");
 }
 
 async fn watch_loop(inner: &Inner, cm: &ConfigMapRef, tx: &watch::Sender<WatchItem>) {
-    let reference = describe(cm);
+    let reference = cm.to_string();
     let mut last: Option<String> = None;
     let first_backoff = inner.options.backoff.max(Duration::from_millis(100));
     let mut backoff = Backoff::new(first_backoff, Duration::from_secs(60));
@@ -232,7 +228,7 @@ async fn watch_loop(inner: &Inner, cm: &ConfigMapRef, tx: &watch::Sender<WatchIt
                     publish(tx, &mut last, extract(inner, cm, &object).map_err(Arc::new));
                 }
                 Ok(WatchEvent::Deleted(_)) => {
-                    let deleted = ConfigMapProblem::Deleted(format!("{}/{}", cm.namespace, cm.name));
+                    let deleted = ConfigMapProblem::Deleted(cm.object());
                     publish(tx, &mut last, Err(Arc::new(problem(cm, deleted))));
                 }
                 Ok(WatchEvent::Bookmark(_)) => {}
