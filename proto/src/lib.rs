@@ -2,7 +2,8 @@
 //! beside this crate: both the server and the client side of each, because
 //! devsieve serves `DevicePlugin` and calls `Registration`, and the kubelet
 //! simulator in `tests/` does the opposite. [`dial`] opens the Unix-socket
-//! channel both of them call over.
+//! channel both of them call over. Beside them, [`usbip`]: the device-list
+//! and import operations of the USB/IP protocol, which are not gRPC.
 
 use std::io;
 use std::path::Path;
@@ -26,6 +27,8 @@ pub mod v1beta1 {
     pub const HEALTHY: &str = "Healthy";
     pub const UNHEALTHY: &str = "Unhealthy";
 }
+
+pub mod usbip;
 
 /// Pod-resources API `v1` (`PodResourcesLister`, served by the kubelet): which
 /// devices pods hold.
