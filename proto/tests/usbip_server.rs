@@ -69,7 +69,9 @@ async fn serve(devices: Vec<::usbip::UsbDevice>) -> SocketAddr {
 
 /// `usbip --tcp-port PORT list -r 127.0.0.1`: each device's busid and vendor:product.
 fn debian_client_lists(server: SocketAddr) -> Vec<(String, String)> {
-    let output = Command::new("usbip")
+    // Debian installs it in /usr/sbin, which a user's PATH may not hold.
+    let program = ["/usr/sbin/usbip", "/usr/bin/usbip"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let output = Command::new(program.unwrap_or("usbip"))
         .args(["--tcp-port", &server.port().to_string(), "list", "-r", "127.0.0.1"])
         .output()
         .expect("Debian's usbip client is not installed (package usbip); .ci/setup --tests installs it");
