@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::ops::{self, Ops};
 use crate::source::Sources;
 use crate::source::monitor::{self, MonitorReport};
+use crate::source::usbip::{self, RemoteDevices};
 
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
@@ -104,14 +105,17 @@ pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<()
 
     let (mut inventory, outputs) = Inventory::new(options.grace, metrics.clone());
     let (updates_tx, mut updates_rx) = tokio::sync::mpsc::unbounded_channel();
+    let remote = RemoteDevices::default();
+    let (usbip_tx, usbip_rx) = tokio::sync::watch::channel(config.usbip.clone());
     let parts = StageParts {
         runtime,
-        sources: Sources::local(),
+        sources: Sources::node(remote.clone()),
         loader,
         handle: tokio.handle().clone(),
         updates: updates_tx,
         metrics: metrics.clone(),
         coalescing: options.coalescing,
+        usbip: usbip_tx,
     };
     let mut evaluator = Evaluator::new(parts, &config, prepared, pending);
 
@@ -148,7 +152,12 @@ pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<()
         .spawn(move || evaluator.run(inputs_rx))
         .map_err(|source| AgentError::Io { what: "starting the evaluation thread", source })?;
 
+    let remote_changed = inputs_tx.clone();
     let result = tokio.block_on(async move {
+        // Each USB/IP server is listed on its own task; a change wakes the evaluation.
+        tokio::spawn(usbip::supervise(usbip_rx, remote, move || {
+            let _ = remote_changed.send(Input::Remote);
+        }));
         let shutdown = CancellationToken::new();
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|source| AgentError::Io { what: "listen socket", source })?;

@@ -2,70 +2,14 @@
 //! CDC-ACM and HID devices on loopback, and Debian's `usbip` client (package
 //! `usbip`) listing the same server — both must see the same devices.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use devsieve_proto::usbip::{self, ImportRefused, UsbipError};
+use devsieve_usbip_server::{cdc_acm, hid_keyboard, serve};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-fn cdc_acm(busid: &str, vendor: u16, product: u16) -> ::usbip::UsbDevice {
-    let handler = Arc::new(Mutex::new(
-        Box::new(::usbip::cdc::UsbCdcAcmHandler::new()) as Box<dyn ::usbip::UsbInterfaceHandler + Send>
-    ));
-    let mut device = ::usbip::UsbDevice::new(2).with_interface(
-        ::usbip::ClassCode::CDC as u8,
-        ::usbip::cdc::CDC_ACM_SUBCLASS,
-        0x00,
-        Some("CDC ACM"),
-        ::usbip::cdc::UsbCdcAcmHandler::endpoints(),
-        handler,
-    );
-    named(&mut device, busid, vendor, product);
-    device
-}
-
-fn hid_keyboard(busid: &str) -> ::usbip::UsbDevice {
-    let handler =
-        Arc::new(Mutex::new(Box::new(::usbip::hid::UsbHidKeyboardHandler::new_keyboard())
-            as Box<dyn ::usbip::UsbInterfaceHandler + Send>));
-    let endpoint = ::usbip::UsbEndpoint { address: 0x81, attributes: 0x03, max_packet_size: 8, interval: 10 };
-    let mut device = ::usbip::UsbDevice::new(3).with_interface(
-        ::usbip::ClassCode::HID as u8,
-        0x00,
-        0x00,
-        Some("Keyboard"),
-        vec![endpoint],
-        handler,
-    );
-    named(&mut device, busid, 0x046d, 0xc31c);
-    device
-}
-
-/// The crate's defaults are busid `0-0-0` and USB version 0.0.0: set both, as real devices have them.
-fn named(device: &mut ::usbip::UsbDevice, busid: &str, vendor: u16, product: u16) {
-    device.bus_id = busid.into();
-    device.bus_num = 1;
-    device.path = format!("/sys/devices/platform/dummy_hcd.0/usb1/{busid}");
-    device.vendor_id = vendor;
-    device.product_id = product;
-    device.usb_version = 0x0200u16.into(); // USB 2.0, as bcdUSB
-}
-
-/// Serves `devices` on a free loopback port until the test ends.
-async fn serve(devices: Vec<::usbip::UsbDevice>) -> SocketAddr {
-    let addr = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap();
-    tokio::spawn(::usbip::server(addr, Arc::new(::usbip::UsbIpServer::new_simulated(devices))));
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return addr;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the usbip crate's server did not listen on {addr}");
-}
 
 /// `usbip --tcp-port PORT list -r 127.0.0.1`: each device's busid and vendor:product.
 fn debian_client_lists(server: SocketAddr) -> Vec<(String, String)> {

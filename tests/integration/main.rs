@@ -12,3 +12,4 @@ mod hotplug;
 mod kubelet;
 mod oci;
 mod udev_cases;
+mod usbip;

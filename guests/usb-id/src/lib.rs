@@ -7,15 +7,21 @@
 //! usb:
 //!   - vendor: "1a86"
 //!     product: "7523"
-//! # usbip-device-plugin: YAML numbers (0x1050 arrives as 4176) or hex strings
+//! # usbip-device-plugin: YAML numbers (0x1050 arrives as 4176) or hex strings;
+//! # a zero or empty field matches anything; `selectors` lists several
 //! selector:
 //!   vendor: 0x1050
 //!   product: 0x0407
+//!   busId: 1-1.2                  # optional, both dialects
+//!   server: usbip.example.com:3240  # optional: only this USB/IP server's devices
 //! ```
 //!
 //! plus `includeChildren` (also grant the tty/video/sound/hidraw nodes the
 //! device brings), `count` and `permissions`. Each matching `usb_device` with
-//! a device node becomes one group.
+//! a device node becomes one group; so does each matching device a USB/IP
+//! server exports (origin `usbip`, no device node until the agent attaches
+//! it on `Allocate`). The USB/IP device list carries no serial: a spec with
+//! a serial matches local devices only.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,6 +39,9 @@ pub struct Config {
     /// usbip-device-plugin dialect: one device (numbers or hex strings).
     #[serde(default)]
     pub selector: Option<UsbSpec>,
+    /// usbip-device-plugin dialect, several devices (one resource's entries).
+    #[serde(default)]
+    pub selectors: Option<Vec<UsbSpec>>,
     /// Also grant the device nodes of the device's children (ttyUSB0,
     /// hidraw3, video0, /dev/snd/pcmC1D0c, ...).
     #[serde(default)]
@@ -57,10 +66,18 @@ impl Config {
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsbSpec {
-    pub vendor: IdValue,
-    pub product: IdValue,
+    #[serde(default)]
+    pub vendor: Option<IdValue>,
+    #[serde(default)]
+    pub product: Option<IdValue>,
     #[serde(default)]
     pub serial: Option<IdValue>,
+    /// The device's bus id (`1-1.2`: udev's KERNEL of the `usb_device`).
+    #[serde(default, rename = "busId", alias = "bus_id")]
+    pub bus_id: Option<String>,
+    /// `HOST:PORT` of the USB/IP server the device must come from.
+    #[serde(default)]
+    pub server: Option<String>,
 }
 
 /// A value as the config wrote it: YAML may have made an id a number.
@@ -105,12 +122,15 @@ enum Dialect {
     Usbip,
 }
 
-/// A resolved match rule.
+/// A resolved match rule; `None` matches anything.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Wanted {
-    pub vendor: u16,
-    pub product: u16,
+    pub vendor: Option<u16>,
+    pub product: Option<u16>,
     pub serial: Option<String>,
+    pub bus_id: Option<String>,
+    /// The devpath prefix of the server's devices: `usbip://HOST:PORT/`.
+    pub server: Option<String>,
 }
 
 /// The config after validation.
@@ -179,17 +199,57 @@ fn resolve_serial(field: &str, value: &Option<IdValue>) -> Result<Option<String>
     }
 }
 
+/// An id to match: under `usb:` one must be given; in the usbip dialect a
+/// missing, zero or empty one matches anything, as in usbip-device-plugin.
+fn resolve_wanted_id(field: &str, value: &Option<IdValue>, dialect: Dialect) -> Result<Option<u16>, HandlerError> {
+    match (value, dialect) {
+        (None, Dialect::Gdp) => {
+            let which = field.rsplit('.').next().unwrap_or(field);
+            Err(HandlerError::field(field, format!("missing: give the {which} id as a hex string, e.g. \"1a86\"")))
+        }
+        (None, Dialect::Usbip) => Ok(None),
+        (Some(IdValue::Text(text)), Dialect::Usbip) if text.trim().is_empty() => Ok(None),
+        (Some(value), _) => match resolve_id(field, value, dialect)? {
+            0 if dialect == Dialect::Usbip => Ok(None),
+            id => Ok(Some(id)),
+        },
+    }
+}
+
 fn resolve_spec(prefix: &str, spec: &UsbSpec, dialect: Dialect) -> Result<Wanted, HandlerError> {
+    let text = |value: &Option<String>| value.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+    let server = match text(&spec.server) {
+        None => None,
+        Some(server) if server.contains('/') || !server.contains(':') => {
+            return Err(HandlerError::field(
+                format!("{prefix}.server"),
+                format!("`{server}` is not HOST:PORT (e.g. usbip.example.com:3240)"),
+            ));
+        }
+        Some(server) => Some(format!("usbip://{server}/")),
+    };
     Ok(Wanted {
-        vendor: resolve_id(&format!("{prefix}.vendor"), &spec.vendor, dialect)?,
-        product: resolve_id(&format!("{prefix}.product"), &spec.product, dialect)?,
+        vendor: resolve_wanted_id(&format!("{prefix}.vendor"), &spec.vendor, dialect)?,
+        product: resolve_wanted_id(&format!("{prefix}.product"), &spec.product, dialect)?,
         serial: resolve_serial(&format!("{prefix}.serial"), &spec.serial)?,
+        bus_id: text(&spec.bus_id),
+        server,
     })
 }
 
 /// Validates the config and resolves ids.
 pub fn check(config: &Config) -> Result<Checked, HandlerError> {
-    let wanted = match (&config.usb, &config.selector) {
+    let selectors = match (&config.selector, &config.selectors) {
+        (Some(_), Some(_)) => {
+            return Err(HandlerError::new("give either `selector` (one device) or `selectors` (a list), not both"));
+        }
+        (Some(one), None) => Some(vec![("selector".to_string(), one)]),
+        (None, Some(list)) => {
+            Some(list.iter().enumerate().map(|(i, spec)| (format!("selectors[{i}]"), spec)).collect())
+        }
+        (None, None) => None,
+    };
+    let wanted = match (&config.usb, selectors) {
         (Some(_), Some(_)) => {
             return Err(HandlerError::new(
                 "give either `usb` (generic-device-plugin style: a list of {vendor, product, serial}) or `selector` \
@@ -211,7 +271,15 @@ pub fn check(config: &Config) -> Result<Checked, HandlerError> {
                 .map(|(i, spec)| resolve_spec(&format!("usb[{i}]"), spec, Dialect::Gdp))
                 .collect::<Result<Vec<_>, _>>()?
         }
-        (None, Some(spec)) => vec![resolve_spec("selector", spec, Dialect::Usbip)?],
+        (None, Some(selectors)) => {
+            if selectors.is_empty() {
+                return Err(HandlerError::field("selectors", "list at least one selector"));
+            }
+            selectors
+                .into_iter()
+                .map(|(field, spec)| resolve_spec(&field, spec, Dialect::Usbip))
+                .collect::<Result<Vec<_>, _>>()?
+        }
     };
     let share = match config.count {
         None => 1,
@@ -241,14 +309,42 @@ pub fn is_wanted_usb_device(checked: &Checked, device: Device<'_>) -> bool {
     let (Some(vendor), Some(product)) = (hex_attribute(device, "idVendor"), hex_attribute(device, "idProduct")) else {
         return false;
     };
+    let remote = device.origin() == Origin::Usbip;
     checked.wanted.iter().any(|w| {
-        w.vendor == vendor && w.product == product && w.serial.as_deref().is_none_or(|s| serial(device) == Some(s))
+        w.vendor.is_none_or(|v| v == vendor)
+            && w.product.is_none_or(|p| p == product)
+            && w.serial.as_deref().is_none_or(|s| serial(device) == Some(s))
+            && w.bus_id.as_deref().is_none_or(|b| device.kernel() == b)
+            && w.server.as_deref().is_none_or(|prefix| remote && device.devpath().starts_with(prefix))
     })
 }
 
 /// The nearest strict ancestor that is a wanted `usb_device`.
 fn wanted_ancestor<'a>(checked: &Checked, device: Device<'a>) -> Option<Device<'a>> {
     device.self_and_ancestors().skip(1).find(|a| is_wanted_usb_device(checked, *a))
+}
+
+/// A device a USB/IP server exports: nothing to grant until the agent
+/// attaches it (it then grants the local nodes), so the group is its
+/// identity: the server and bus id, which no restart or twin changes.
+fn remote_group(checked: &Checked, root: Device<'_>) -> DeviceGroup {
+    let id = |name| root.attribute(name).map(str::trim).unwrap_or_default().to_ascii_lowercase();
+    let server = root.devpath().strip_prefix("usbip://").and_then(|rest| rest.rsplit_once('/')).map(|(s, _)| s);
+    let mut env = vec![
+        ("USB_BUSID".to_string(), root.kernel().to_string()),
+        ("USB_PRODUCT_ID".to_string(), id("idProduct")),
+        ("USB_VENDOR_ID".to_string(), id("idVendor")),
+        ("USBIP_SERVER".to_string(), server.unwrap_or_default().to_string()),
+    ];
+    env.sort();
+    DeviceGroup {
+        id: root.devpath().to_string(),
+        members: vec![root.index()],
+        device_nodes: Vec::new(),
+        mounts: Vec::new(),
+        env,
+        share: checked.share,
+    }
 }
 
 pub struct UsbId;
@@ -264,7 +360,7 @@ impl Handler for UsbId {
         if checked.include_children {
             subsystems.extend(CHILD_SUBSYSTEMS);
         }
-        Ok(Requirements::udev(subsystems).attributes(ATTRIBUTES))
+        Ok(Requirements::udev(subsystems).attributes(ATTRIBUTES).with_usbip())
     }
 
     fn select(config: &Config, device: Device<'_>) -> bool {
@@ -323,6 +419,9 @@ impl Handler for UsbId {
         let mut groups = Vec::new();
         for (root, children) in owned.values() {
             let Some(devnode) = root.devnode() else {
+                if root.origin() == Origin::Usbip {
+                    groups.push((remote_group(checked, *root), root.devpath()));
+                }
                 continue;
             };
             let mut members = vec![root.index()];

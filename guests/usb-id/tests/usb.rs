@@ -486,6 +486,96 @@ fn selector_with_serial() {
     assert_eq!(ids(&run(config, nodes)), ["2c99:0002:CZPX9999X004XK99999"]);
 }
 
+// ---- devices USB/IP servers export ----
+
+/// A device as a USB/IP server lists it: origin usbip, no device node.
+fn remote(server: &str, busid: &str, vid: &str, pid: &str) -> N {
+    let mut node = udev_node(&format!("usbip://{server}/{busid}"), "usb");
+    node.origin = Origin::Usbip;
+    node.kernel = busid.into();
+    node.devtype = Some("usb_device".into());
+    node.attributes = vec![
+        ("busnum".to_string(), "1".to_string()),
+        ("devnum".to_string(), "2".to_string()),
+        ("idProduct".to_string(), pid.to_string()),
+        ("idVendor".to_string(), vid.to_string()),
+    ];
+    N { node }
+}
+
+#[test]
+fn remote_devices_are_grouped_by_server_and_busid() {
+    let nodes = || {
+        all(vec![
+            base(),
+            ch340("3-3", 4, "ttyUSB0"),
+            vec![remote("10.0.0.5:3240", "1-1", "1a86", "7523"), remote("10.0.0.6:3240", "1-1", "1a86", "7523")],
+        ])
+    };
+    let run = run(json!({"usb": [{"vendor": "1a86", "product": "7523"}]}), nodes());
+    assert!(run.needs.usbip, "usb-id takes USB/IP devices");
+    // Two identical remote sticks keep apart by server, the local one by devpath.
+    assert_eq!(
+        ids(&run),
+        [format!("{PCI}/usb3/3-3"), "usbip://10.0.0.5:3240/1-1".into(), "usbip://10.0.0.6:3240/1-1".into()]
+    );
+    let remote_group = &run.groups[1];
+    assert!(remote_group.nodes.is_empty(), "nothing to grant before the agent attaches it");
+    assert_eq!(remote_group.members, ["usbip://10.0.0.5:3240/1-1"]);
+    let env: Vec<(&str, &str)> = remote_group.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        env,
+        [
+            ("USBIP_SERVER", "10.0.0.5:3240"),
+            ("USB_BUSID", "1-1"),
+            ("USB_PRODUCT_ID", "7523"),
+            ("USB_VENDOR_ID", "1a86")
+        ]
+    );
+}
+
+#[test]
+fn usbip_selectors_pin_a_server_and_a_busid_and_zero_matches_anything() {
+    let nodes = || {
+        all(vec![
+            base(),
+            ch340("3-3", 4, "ttyUSB0"),
+            vec![
+                remote("usbip.example.com:3240", "1-1", "1050", "0407"),
+                remote("usbip.example.com:3240", "1-2", "20a0", "4230"),
+                remote("other.example.com:3240", "1-1", "1050", "0407"),
+            ],
+        ])
+    };
+    let pinned = json!({"selectors": [{"server": "usbip.example.com:3240", "vendor": 0x1050, "product": 0x0407}]});
+    assert_eq!(ids(&run(pinned, nodes())), ["usbip://usbip.example.com:3240/1-1"]);
+    // A zero or empty field matches anything; a server pins to its devices (never local ones).
+    let any = json!({"selectors": [{"server": "usbip.example.com:3240", "vendor": 0, "product": ""}]});
+    assert_eq!(ids(&run(any, nodes())), ["usbip://usbip.example.com:3240/1-1", "usbip://usbip.example.com:3240/1-2"]);
+    let by_bus = json!({"selectors": [{"busId": "1-1"}, {"bus_id": "3-3"}]});
+    assert_eq!(
+        ids(&run(by_bus, nodes())),
+        [
+            format!("{PCI}/usb3/3-3"),
+            "usbip://other.example.com:3240/1-1".into(),
+            "usbip://usbip.example.com:3240/1-1".into()
+        ]
+    );
+    // usbip-device-plugin's numbers: 0x1050 arrives as 4176.
+    let numbers = json!({"selector": {"vendor": 4176, "product": 1031, "server": "other.example.com:3240"}});
+    assert_eq!(ids(&run(numbers, nodes())), ["usbip://other.example.com:3240/1-1"]);
+}
+
+#[test]
+fn selector_and_selectors_errors() {
+    assert_field(json!({"selector": {"vendor": 1}, "selectors": []}), None, "not both");
+    assert_field(json!({"selectors": []}), Some("selectors"), "at least one");
+    assert_field(json!({"selectors": [{"server": "host"}]}), Some("selectors[0].server"), "HOST:PORT");
+    assert_field(json!({"selectors": [{"vendor": 70000}]}), Some("selectors[0].vendor"), "16-bit");
+    // Under `usb:` an id must be given.
+    assert_field(json!({"usb": [{"product": "7523"}]}), Some("usb[0].vendor"), "missing: give the vendor id");
+}
+
 // ---- validation ----
 
 fn assert_field(config: Value, field: Option<&str>, says: &str) {
@@ -546,8 +636,8 @@ fn serial_must_be_text() {
 #[test]
 fn missing_product() {
     let e = error(json!({"usb": [{"vendor": "1a86"}]}));
-    assert_eq!(e.field.as_deref(), Some("usb[0]"), "{}", e.message);
-    assert!(e.message.contains("product"), "{}", e.message);
+    assert_eq!(e.field.as_deref(), Some("usb[0].product"), "{}", e.message);
+    assert!(e.message.contains("missing: give the product id"), "{}", e.message);
 }
 
 #[test]

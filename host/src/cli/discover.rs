@@ -13,6 +13,7 @@ use crate::evaluation;
 use crate::handler::Compiler;
 use crate::model::Advertised;
 use crate::source::Sources;
+use crate::source::usbip;
 
 /// Show which of this machine's devices each configured resource would advertise.
 #[derive(clap::Args)]
@@ -38,7 +39,15 @@ pub(super) fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let runtime = cli.runtime(Compiler::in_process())?;
     let fetched = block_on(evaluation::fetch(&cli.loader(), &config))?;
-    let outcomes = evaluation::evaluate_once(&runtime, &fetched, &Sources::local(), &config);
+    let remote = block_on(usbip::list_once(&config.usbip))?;
+    for (server, listing) in remote.listings() {
+        if let Some(error) = listing.error {
+            eprintln!("warning: {error}; its devices are not shown");
+        } else {
+            tracing::debug!(%server, devices = listing.devices.len(), "USB/IP server listed");
+        }
+    }
+    let outcomes = evaluation::evaluate_once(&runtime, &fetched, &Sources::node(remote), &config);
     let reports: Vec<Report> = outcomes
         .into_iter()
         .zip(&config.resources)

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::{Cli, DEFAULT_LISTEN, parse_duration};
+use super::{Cli, DEFAULT_LISTEN};
 use crate::agent::{self, AgentOptions};
 use crate::evaluation::Coalescing;
 use crate::handler::Compiler;
+use crate::support::duration::parse_duration;
 
 /// Run the node agent: serve every resource to the kubelet until SIGTERM.
 #[derive(clap::Args)]

@@ -12,18 +12,23 @@
 //!       udevRules: ['ATTRS{idVendor}=="1a86", ATTRS{idProduct}=="7523"']
 //! ```
 
-//! Handler references (`handler:`) are described in [`reference`].
+//! Handler references (`handler:`) are described in [`reference`], USB/IP
+//! servers (`usbip:`) and resources that take remote devices (`from:`) in
+//! [`usbip`], which also reads usbip-device-plugin's `config.yaml`.
 
 mod reference;
+mod usbip;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::model::GrantedNode;
 use crate::support::names::{self, NameError};
 use crate::support::paths::is_normal_absolute;
 pub use reference::{ConfigMapRef, HandlerRef, OciRef, ReferenceError};
+pub use usbip::{Server, USBIP_PLUGIN_DOMAIN, UsbipSettings, UsbipSettingsError};
 
 /// The resource domain when the config names none. Never changes once released.
 pub const DEFAULT_DOMAIN: &str = "devsieve.io";
@@ -55,6 +60,47 @@ pub enum FieldError {
     Root(PathBuf),
     #[error("must be a mapping of the handler's settings")]
     NotAMapping,
+    #[error(transparent)]
+    Usbip(UsbipSettingsError),
+    #[error("takes remote devices, but `usbip.servers` lists no server")]
+    NoServers,
+    #[error("{} lies outside the resource's allowed roots ({roots}); add a root with `allowedRoots`", .path.display())]
+    OutsideRoots { path: PathBuf, roots: String },
+    #[error("{0:?} is not a permission set: use any of r, w, m")]
+    Permissions(String),
+}
+
+/// Which devices a resource takes: this node's own (udev devices and
+/// files), those of the configured USB/IP servers, or both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Locality {
+    #[default]
+    Local,
+    Remote,
+    Both,
+}
+
+impl Locality {
+    pub fn takes_local(self) -> bool {
+        self != Locality::Remote
+    }
+
+    pub fn takes_remote(self) -> bool {
+        self != Locality::Local
+    }
+}
+
+/// A device node on the host granted with every group of a resource
+/// (usbip-device-plugin's `extras`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ExtraNode {
+    host_path: PathBuf,
+    #[serde(default)]
+    container_path: Option<String>,
+    #[serde(default)]
+    permissions: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -62,6 +108,8 @@ pub enum FieldError {
 struct RawConfig {
     #[serde(default)]
     domain: Option<String>,
+    #[serde(default)]
+    usbip: Option<usbip::RawUsbip>,
     resources: Vec<RawResource>,
 }
 
@@ -79,6 +127,25 @@ struct RawResource {
     config: serde_json::Value,
     #[serde(default)]
     cdi: bool,
+    #[serde(default)]
+    from: Locality,
+    #[serde(default)]
+    extra_device_nodes: Vec<ExtraNode>,
+}
+
+impl Default for RawResource {
+    fn default() -> Self {
+        RawResource {
+            name: String::new(),
+            handler: String::new(),
+            allowed_roots: None,
+            allow_tags: false,
+            config: empty_object(),
+            cdi: false,
+            from: Locality::Local,
+            extra_device_nodes: Vec::new(),
+        }
+    }
 }
 
 /// serde_yaml's message without the path and position it adds itself (the
@@ -92,6 +159,42 @@ fn bare_yaml_message(text: &str) -> &str {
         Some((path, rest)) if !path.is_empty() && !path.contains(' ') => rest,
         _ => text,
     }
+}
+
+/// `text` as `T`, an error naming the file, the position and the field.
+fn deserialize<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
+    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let location =
+            inner.location().map(|l| format!("line {} column {}: ", l.line(), l.column())).unwrap_or_default();
+        let field = if path == "." { String::new() } else { format!("{path}: ") };
+        let text = inner.to_string();
+        let message = bare_yaml_message(&text);
+        ConfigError::Syntax { file: file.to_path_buf(), location, message: format!("{field}{message}") }
+    })
+}
+
+/// An extra device node, checked: under the resource's roots, with cgroup permissions.
+fn extra_node(extra: ExtraNode, roots: &[PathBuf]) -> Result<GrantedNode, FieldError> {
+    if !is_normal_absolute(&extra.host_path) {
+        return Err(FieldError::Root(extra.host_path));
+    }
+    if !roots.iter().any(|root| extra.host_path.starts_with(root)) {
+        let roots = roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ");
+        return Err(FieldError::OutsideRoots { path: extra.host_path, roots });
+    }
+    let permissions = extra.permissions.unwrap_or_else(|| "rwm".into());
+    if permissions.is_empty() || !permissions.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+        return Err(FieldError::Permissions(permissions));
+    }
+    let host_path = extra.host_path.to_string_lossy().into_owned();
+    Ok(GrantedNode {
+        container_path: extra.container_path.unwrap_or_else(|| host_path.clone()),
+        host_path,
+        permissions,
+    })
 }
 
 fn empty_object() -> serde_json::Value {
@@ -109,6 +212,10 @@ pub struct Resource {
     pub handler_config: String,
     /// Give containers CDI device names (and keep a CDI spec) instead of device nodes.
     pub cdi: bool,
+    /// Local devices, remote (USB/IP) ones, or both.
+    pub from: Locality,
+    /// Granted with every group, beside what the handler grants.
+    pub extra_device_nodes: Vec<GrantedNode>,
 }
 
 impl Resource {
@@ -121,6 +228,8 @@ impl Resource {
             allowed_roots: vec![PathBuf::from(DEFAULT_ROOT)],
             handler_config: handler_config.into(),
             cdi: false,
+            from: Locality::Local,
+            extra_device_nodes: Vec::new(),
         }
     }
 }
@@ -129,6 +238,7 @@ impl Resource {
 pub struct Config {
     pub file: PathBuf,
     pub domain: String,
+    pub usbip: UsbipSettings,
     pub resources: Vec<Resource>,
 }
 
@@ -142,17 +252,16 @@ impl Config {
     /// Parses `text` as the contents of `file` (which names errors and
     /// anchors relative handler paths).
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
-        let deserializer = serde_yaml_ng::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|error| {
-            let path = error.path().to_string();
-            let inner = error.into_inner();
-            let location =
-                inner.location().map(|l| format!("line {} column {}: ", l.line(), l.column())).unwrap_or_default();
-            let field = if path == "." { String::new() } else { format!("{path}: ") };
-            let text = inner.to_string();
-            let message = bare_yaml_message(&text);
-            ConfigError::Syntax { file: file.to_path_buf(), location, message: format!("{field}{message}") }
-        })?;
+        let shape: Option<serde_yaml_ng::Value> = serde_yaml_ng::from_str(text).ok();
+        let raw = if shape.as_ref().is_some_and(usbip::is_plugin_config) {
+            deserialize::<usbip::PluginConfig>(file, text)?.into_raw()
+        } else {
+            deserialize::<RawConfig>(file, text)?
+        };
+        Config::check(file, raw)
+    }
+
+    fn check(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         let field_error = |field: String, source: FieldError| ConfigError::Field {
             file: file.to_path_buf(),
             field,
@@ -161,6 +270,11 @@ impl Config {
 
         let domain = raw.domain.unwrap_or_else(|| DEFAULT_DOMAIN.to_string());
         names::check_domain(&domain).map_err(|e| field_error("domain".into(), e.into()))?;
+
+        let usbip = match raw.usbip {
+            None => UsbipSettings::default(),
+            Some(raw) => usbip::check(raw).map_err(|(field, e)| field_error(field, e.into()))?,
+        };
 
         let base = file.parent().unwrap_or(Path::new("."));
         let mut seen = HashSet::new();
@@ -183,15 +297,26 @@ impl Config {
             if !raw.config.is_object() {
                 return Err(field_error(at("config"), FieldError::NotAMapping));
             }
+            if raw.from.takes_remote() && usbip.servers.is_empty() {
+                return Err(field_error(at("from"), FieldError::NoServers));
+            }
+            let mut extra_device_nodes = Vec::with_capacity(raw.extra_device_nodes.len());
+            for (i, extra) in raw.extra_device_nodes.into_iter().enumerate() {
+                let node = extra_node(extra, &allowed_roots)
+                    .map_err(|e| field_error(at(&format!("extraDeviceNodes[{i}]")), e))?;
+                extra_device_nodes.push(node);
+            }
             resources.push(Resource {
                 name,
                 handler,
                 allowed_roots,
                 handler_config: raw.config.to_string(),
                 cdi: raw.cdi,
+                from: raw.from,
+                extra_device_nodes,
             });
         }
-        Ok(Config { file: file.to_path_buf(), domain, resources })
+        Ok(Config { file: file.to_path_buf(), domain, usbip, resources })
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::prepare::{self, Fetched, Loaded, Prepared};
 use super::stage::{Evaluator, Input};
-use crate::config::{Config, HandlerRef, Resource};
+use crate::config::{Config, HandlerRef, Resource, UsbipSettings};
 use crate::loader::{Loader, WatchItem};
 use crate::source::watch::FileWatch;
 use crate::support::backoff::Backoff;
@@ -58,6 +58,8 @@ pub struct Lifecycle {
     files: Option<FileWatch>,
     /// Forwarders of handler updates (ConfigMaps), by reference.
     forwarders: BTreeMap<String, tokio::task::JoinHandle<()>>,
+    /// The `usbip:` settings in force, for whoever lists the servers.
+    usbip: tokio::sync::watch::Sender<UsbipSettings>,
 }
 
 impl Lifecycle {
@@ -66,6 +68,7 @@ impl Lifecycle {
         pending: Vec<Resource>,
         loader: Arc<Loader>,
         handle: tokio::runtime::Handle,
+        usbip: tokio::sync::watch::Sender<UsbipSettings>,
     ) -> Self {
         Lifecycle {
             config_digest: std::fs::read(&config.file).ok().map(|text| sha256_digest(&text)),
@@ -81,6 +84,7 @@ impl Lifecycle {
             inputs: None,
             files: None,
             forwarders: BTreeMap::new(),
+            usbip,
         }
     }
 
@@ -345,6 +349,14 @@ impl Evaluator {
             self.reporter.forget(name);
         }
         let lifecycle = &mut self.lifecycle;
+        lifecycle.usbip.send_if_modified(|settings| {
+            let changed = *settings != config.usbip;
+            if changed {
+                tracing::info!(servers = config.usbip.servers.len(), "USB/IP settings changed");
+                *settings = config.usbip.clone();
+            }
+            changed
+        });
         lifecycle.pending.clear();
         lifecycle.retry = None;
         lifecycle.generation += 1;

@@ -22,6 +22,11 @@ pub enum ResourceError {
     NotFetched { resource: String, handler: String },
     #[error("{resource}: {source}")]
     Source { resource: String, source: SourceError },
+    #[error(
+        "{resource}: takes remote devices (`from:`), but handler {handler} does not judge USB/IP devices; \
+         use `usb-id`, or a handler whose requirements ask for them"
+    )]
+    NotRemote { resource: String, handler: String },
 }
 
 impl ResourceError {
@@ -31,6 +36,7 @@ impl ResourceError {
             ResourceError::Handler { source, .. } => source.kind(),
             ResourceError::Load { .. } | ResourceError::NotFetched { .. } => "load",
             ResourceError::Source { .. } => "source",
+            ResourceError::NotRemote { .. } => "config",
         }
     }
 
@@ -46,7 +52,8 @@ impl ResourceError {
             ResourceError::Handler { resource, .. }
             | ResourceError::Load { resource, .. }
             | ResourceError::NotFetched { resource, .. }
-            | ResourceError::Source { resource, .. } => resource,
+            | ResourceError::Source { resource, .. }
+            | ResourceError::NotRemote { resource, .. } => resource,
         }
     }
 }
@@ -119,7 +126,27 @@ pub fn prepare_one(
     let needs = handler
         .needs(runtime, &resource.handler_config)
         .map_err(|source| ResourceError::Handler { resource: resource.name.clone(), source })?;
+    let needs = restrict_to_locality(resource, needs)?;
     Ok(Prepared { resource: resource.clone(), handler, needs })
+}
+
+/// What to collect for `resource`: what its handler asks for, from where
+/// the resource takes devices (`from:`). A handler must say it judges
+/// USB/IP devices (`usbip` in its requirements) to be given any.
+fn restrict_to_locality(resource: &Resource, mut needs: Requirements) -> Result<Requirements, ResourceError> {
+    if resource.from.takes_remote() && !needs.usbip {
+        return Err(ResourceError::NotRemote {
+            resource: resource.name.clone(),
+            handler: resource.handler.to_string(),
+        });
+    }
+    if !resource.from.takes_local() {
+        needs.subsystems.clear();
+        needs.all_udev = false;
+        needs.paths.clear();
+    }
+    needs.usbip = resource.from.takes_remote();
+    Ok(needs)
 }
 
 fn load(runtime: &Runtime, resource: &Resource, fetched: &Fetched) -> Result<Arc<LoadedHandler>, ResourceError> {

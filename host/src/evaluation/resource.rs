@@ -89,6 +89,11 @@ impl ResourceEval {
     }
 
     /// Whether this resource expands path patterns.
+    /// Whether it takes the devices of USB/IP servers.
+    pub fn wants_remote(&self) -> bool {
+        self.prepared.needs.usbip
+    }
+
     pub fn wants_paths(&self) -> bool {
         !self.prepared.needs.paths.is_empty()
     }

@@ -45,6 +45,8 @@ pub enum Input {
     Paths(PathChange),
     /// Something changed next to the config file or a handler file.
     Files,
+    /// A USB/IP server's device list changed (or it stopped or started answering).
+    Remote,
     /// A handler that can change at its source (a ConfigMap) changed.
     Handler {
         reference: HandlerRef,
@@ -87,6 +89,8 @@ pub struct StageParts {
     pub updates: UnboundedSender<Update>,
     pub metrics: Arc<Metrics>,
     pub coalescing: Coalescing,
+    /// Where the `usbip:` settings of each applied config go.
+    pub usbip: tokio::sync::watch::Sender<crate::config::UsbipSettings>,
 }
 
 pub struct Evaluator {
@@ -109,6 +113,7 @@ struct Batch {
     monitor_down: Option<String>,
     paths: PathChange,
     files: bool,
+    remote: bool,
     handlers: Vec<(HandlerRef, WatchItem)>,
     fetched: Vec<(FetchPurpose, super::Fetched)>,
     shutdown: bool,
@@ -128,6 +133,7 @@ impl Batch {
             }
             Input::Paths(change) => self.paths.extend(change),
             Input::Files => self.files = true,
+            Input::Remote => self.remote = true,
             Input::Handler { reference, update } => self.handlers.push((reference, update)),
             Input::Fetched { purpose, fetched } => self.fetched.push((purpose, fetched)),
             Input::Shutdown => self.shutdown = true,
@@ -146,7 +152,7 @@ impl Evaluator {
             sources: parts.sources,
             resources,
             reporter: Reporter::new(parts.updates, parts.metrics),
-            lifecycle: Lifecycle::new(config, pending, parts.loader, parts.handle),
+            lifecycle: Lifecycle::new(config, pending, parts.loader, parts.handle, parts.usbip),
             coalescing: parts.coalescing,
             paths: None,
             fallback: None,
@@ -254,6 +260,9 @@ impl Evaluator {
             }
             // Events missed while it was down (or before it started) are in a fresh collection.
             self.collect_rescans(&mut touched, ResourceEval::wants_udev);
+        }
+        if batch.remote {
+            self.collect_rescans(&mut touched, ResourceEval::wants_remote);
         }
         for event in &batch.udev {
             for (name, resource) in self.resources.iter_mut() {

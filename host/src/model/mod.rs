@@ -6,9 +6,9 @@ mod advertised;
 mod event;
 mod table;
 
-pub use advertised::Advertised;
 #[cfg(test)]
-pub use advertised::{GrantedMount, GrantedNode};
+pub use advertised::GrantedMount;
+pub use advertised::{Advertised, GrantedNode};
 pub use event::{Action, PathChange, UdevEvent};
 pub use table::{Changes, DeviceTable};
 

@@ -10,6 +10,7 @@ mod memory;
 pub mod monitor;
 pub mod path;
 mod udev;
+pub mod usbip;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -70,9 +71,10 @@ impl Sources {
         Sources { sources }
     }
 
-    /// The local machine: libudev and the filesystem.
-    pub fn local() -> Self {
-        Sources::new(vec![Box::new(udev::UdevSource), Box::new(path::PathSource)])
+    /// The local machine (libudev and the filesystem) and the devices of
+    /// USB/IP servers, as last listed into `remote`.
+    pub fn node(remote: usbip::RemoteDevices) -> Self {
+        Sources::new(vec![Box::new(udev::UdevSource), Box::new(path::PathSource), Box::new(usbip::UsbipSource(remote))])
     }
 
     /// Everything `needs` asks for, from every source.

@@ -1,8 +1,9 @@
 //! Small pieces every stage uses and none owns: digests, atomic files,
-//! backoff, the path check, kubelet names, and how an error chain reads.
+//! backoff, durations, the path check, kubelet names, and how an error chain reads.
 
 pub mod backoff;
 pub mod digest;
+pub mod duration;
 pub mod files;
 pub mod names;
 pub mod paths;
