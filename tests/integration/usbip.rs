@@ -102,9 +102,17 @@ async fn usbip_device_plugin_config_is_served_under_its_names() {
         port: {port}
       selector:
         bus_id: 1-2
+      extras:
+        - host_path: /dev/null
+          container_path: /dev/keyboard-companion
 ",
         port = server.port()
     ));
+    let (reports, _) = discover_json(&node.config(), &[]);
+    let keyboard = &report(&reports, "usbip.dev.mvalvekens.be/keyboard")["groups"][0];
+    assert_eq!(keyboard["device_nodes"][0]["host_path"], "/dev/null", "extras are granted: {keyboard:#}");
+    assert_eq!(keyboard["device_nodes"][0]["container_path"], "/dev/keyboard-companion");
+    assert_eq!(keyboard["device_nodes"][0]["permissions"], "rwm");
     let kubelet = KubeletSim::start(node.plugins()).unwrap();
     let agent = Agent::start(&node.config(), &node.plugins(), &[]);
     for (resource, busid) in

@@ -264,6 +264,7 @@ impl Selection {
         let handler = &prepared.handler;
         let config = resource.handler_config.as_str();
         let roots = resource.allowed_roots.as_slice();
+        let extras = resource.extra_device_nodes.as_slice();
         if !dirty.is_empty() {
             let snapshot = table.snapshot(dirty.iter().copied());
             let verdicts = handler.select(runtime, config, &snapshot, roots).map_err(StepError::Handler)?;
@@ -275,7 +276,7 @@ impl Selection {
                     Verdict::Skip => continue,
                     Verdict::Alone(groups) => {
                         let groups: Vec<Arc<Advertised>> =
-                            groups.into_iter().map(|g| Arc::new(Advertised::new(&snapshot, g))).collect();
+                            groups.into_iter().map(|g| Arc::new(Advertised::new(&snapshot, g, extras))).collect();
                         for group in &groups {
                             insert(&mut self.advertised, group, "select")?;
                         }
@@ -317,7 +318,7 @@ impl Selection {
         let mut keyed: HashMap<Arc<str>, Vec<Arc<Advertised>>> = HashMap::default();
         for group in groups {
             let key = group_key(&snapshot, &key_of, &group.members, &group.id)?;
-            let group = Arc::new(Advertised::new(&snapshot, group));
+            let group = Arc::new(Advertised::new(&snapshot, group, extras));
             insert(&mut self.advertised, &group, "group")?;
             keyed.entry(key.clone()).or_default().push(group);
         }
@@ -466,7 +467,7 @@ mod tests {
         let snapshot = table.snapshot(selected);
         let groups = handler.group(runtime, &resource.handler_config, &snapshot, &resource.allowed_roots).unwrap();
         let mut groups: Vec<Arc<Advertised>> =
-            groups.into_iter().map(|g| Arc::new(Advertised::new(&snapshot, g))).collect();
+            groups.into_iter().map(|g| Arc::new(Advertised::new(&snapshot, g, &[]))).collect();
         groups.sort_by(|a, b| a.id.cmp(&b.id));
         groups
     }

@@ -37,9 +37,11 @@ pub struct GrantedMount {
 
 impl Advertised {
     /// `group` as the kubelet will see it; `snapshot` is the one the
-    /// handler was given (its members are indices into it).
-    pub fn new(snapshot: &SnapshotView<'_>, group: DeviceGroup) -> Advertised {
-        Advertised {
+    /// handler was given (its members are indices into it). `extras` (the
+    /// resource's own device nodes) are granted too, where the handler does
+    /// not grant that container path already.
+    pub fn new(snapshot: &SnapshotView<'_>, group: DeviceGroup, extras: &[GrantedNode]) -> Advertised {
+        let mut advertised = Advertised {
             id: names::device_id(&group.id),
             members: group.members.iter().map(|&m| snapshot.nodes[m as usize].devpath.to_string()).collect(),
             device_nodes: group
@@ -63,6 +65,12 @@ impl Advertised {
             env: group.env,
             share: group.share,
             handler_id: group.id,
+        };
+        for extra in extras {
+            if !advertised.device_nodes.iter().any(|node| node.container_path == extra.container_path) {
+                advertised.device_nodes.push(extra.clone());
+            }
         }
+        advertised
     }
 }
