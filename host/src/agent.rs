@@ -16,6 +16,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::attach::release::{self, KubeletPodResources, ReleaseOptions};
+use crate::attach::state::StateFile;
+use crate::attach::vhci::SysfsVhci;
+use crate::attach::{self, AttachError, Attacher, AttacherParts};
 use crate::config::Config;
 use crate::evaluation::{self, Coalescing, Evaluator, Input, StageParts};
 use crate::handler::Runtime;
@@ -38,6 +42,16 @@ pub struct AgentOptions {
     pub grace: Duration,
     pub coalescing: Coalescing,
     pub register_timeout: Duration,
+    /// Where sysfs is (vhci_hcd for USB/IP attach).
+    pub sysfs_root: PathBuf,
+    /// Where the agent keeps what must survive a restart (USB/IP attachments).
+    pub state_dir: PathBuf,
+    /// Bounds each step of a USB/IP attach (import, attach, the device's nodes).
+    pub attach_timeout: Duration,
+    /// The kubelet's pod-resources API: which containers hold attached devices.
+    pub pod_resources_socket: PathBuf,
+    /// How long an attached device no container holds stays attached.
+    pub release_grace: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,11 +104,20 @@ pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<()
     }
 
     let metrics = Arc::new(Metrics::new());
+    let remote = RemoteDevices::default();
+    let attacher = attacher(&options, remote.clone()).map(Arc::new).map_err(|error| {
+        let why = crate::support::error_chain(&error);
+        if !config.usbip.servers.is_empty() {
+            tracing::warn!(error = %why, "USB/IP devices are listed but cannot be attached on this node");
+        }
+        Arc::from(why)
+    });
     let (advertiser, advertiser_status) = Advertiser::new(
         AdvertiserOptions {
             plugin_dir: options.plugin_dir.clone(),
             cdi_dir: options.cdi_dir.clone(),
             register_timeout: options.register_timeout,
+            attacher: attacher.clone(),
         },
         metrics.clone(),
     );
@@ -105,7 +128,6 @@ pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<()
 
     let (mut inventory, outputs) = Inventory::new(options.grace, metrics.clone());
     let (updates_tx, mut updates_rx) = tokio::sync::mpsc::unbounded_channel();
-    let remote = RemoteDevices::default();
     let (usbip_tx, usbip_rx) = tokio::sync::watch::channel(config.usbip.clone());
     let parts = StageParts {
         runtime,
@@ -170,6 +192,12 @@ pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<()
         tracing::info!(listen = %options.listen, "serving /healthz, /readyz, /metrics and /status");
         let http = tokio::spawn(ops::serve(listener, ops, shutdown.clone()));
         tokio::spawn(inventory.run(updates_rx));
+        if let Ok(attacher) = attacher {
+            let pods = KubeletPodResources { socket: options.pod_resources_socket.clone() };
+            let grace = options.release_grace;
+            let interval = (grace / 3).clamp(Duration::from_secs(1), Duration::from_secs(10));
+            tokio::spawn(release::run(attacher, pods, ReleaseOptions { grace, interval }, shutdown.clone()));
+        }
         tokio::spawn(stop_on_signal(shutdown.clone()));
         let advertised = advertiser.run(outputs.resources.clone(), shutdown.clone()).await;
         shutdown.cancel();
@@ -179,6 +207,21 @@ pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<()
     let _ = inputs_tx.send(Input::Shutdown);
     let _ = evaluator_thread.join();
     result
+}
+
+/// The USB/IP attacher over this node's vhci_hcd, with the attachments a
+/// previous run left.
+fn attacher(options: &AgentOptions, remote: RemoteDevices) -> Result<Attacher, AttachError> {
+    let vhci = SysfsVhci::probe(&options.sysfs_root).map_err(|e| AttachError::Controller(Box::new(e)))?;
+    tracing::info!(controller = %vhci.dir().display(), "USB/IP devices are attached through vhci_hcd");
+    Attacher::new(AttacherParts {
+        vhci: Arc::new(vhci),
+        local: Arc::new(attach::local::Udev),
+        sysfs_root: options.sysfs_root.clone(),
+        state: StateFile::in_dir(&options.state_dir),
+        timeout: options.attach_timeout,
+        remote,
+    })
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

@@ -14,9 +14,10 @@
 //! | [`config`] | the config file and handler references |
 //! | `handler` | the sandboxed runtime: one engine, a fresh store per call |
 //! | [`loader`] | handler components from files, OCI registries and ConfigMaps |
-//! | `source` | stage 1: finding devices (udev, paths) and watching for changes |
+//! | `source` | stage 1: finding devices (udev, paths, USB/IP servers) and watching for changes |
 //! | `evaluation` | stage 2: handlers over what the sources found, incrementally |
 //! | `inventory` | stage 3: kubelet devices, health and grace periods |
+//! | `attach` | USB/IP devices attached through vhci_hcd on `Allocate`, recorded, detached when no pod holds them |
 //! | `kubelet` | stage 4: one device-plugin server per resource |
 //! | `ops` | `/healthz`, `/readyz`, `/metrics`, `/status` |
 //! | `agent` | `devsieve run`: the wiring, the only module that knows every stage |
@@ -27,8 +28,6 @@
 //! prints `support::error_chain`, which says each cause once.
 
 mod agent;
-// Not wired into the agent yet: the allow goes when it is.
-#[allow(dead_code)]
 mod attach;
 mod builtin;
 pub mod cli;

@@ -41,7 +41,7 @@ pub const MAX_DEVICES: u32 = 1024;
 pub const MAX_INTERFACES: u8 = 32;
 
 /// A device a server exports, as its device list (or an import) describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExportedDevice {
     /// The device's sysfs path on the server.
     pub path: String,
@@ -65,7 +65,7 @@ pub struct ExportedDevice {
     pub interfaces: Vec<Interface>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Interface {
     pub class: u8,
     pub subclass: u8,

@@ -261,11 +261,6 @@ impl SysfsVhci {
         Err(VhciError::NotFound { platform, faux })
     }
 
-    /// The controller's sysfs directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// `status`, `status.1`, `status.2` …, in controller order (numerically:
     /// `status.10` after `status.9`).
     fn status_files(&self) -> Result<Vec<PathBuf>, VhciError> {
@@ -288,6 +283,13 @@ impl SysfsVhci {
         }
         files.sort();
         Ok(files.into_iter().map(|(_, path)| path).collect())
+    }
+}
+
+impl SysfsVhci {
+    /// The controller's sysfs directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 
@@ -375,9 +377,8 @@ mod tests {
     use std::os::fd::AsFd;
     use std::sync::Mutex;
 
-    use rustix::fs::FileType;
-
     use super::*;
+    use crate::attach::fake::{FakeVhci, free_port};
 
     const HEADER: &str = "hub port sta spd dev      sockfd local_busid";
     // Lines as a real kernel (Debian 12, 6.1) writes them.
@@ -394,11 +395,6 @@ mod tests {
         text
     }
 
-    /// A free port as the kernel keeps it.
-    fn free_port(hub: Hub, port: u32) -> PortStatus {
-        PortStatus { hub, port, state: PortState::Free, speed: 0, devid: 0, sockfd: 0, local_busid: "0-0".into() }
-    }
-
     fn free_line(hub: Hub, port: u32) -> String {
         let hub = if hub == Hub::Super { "ss" } else { "hs" };
         format!("{hub}  {port:04} 004 000 00000000 000000 0-0")
@@ -409,10 +405,6 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         (listener, stream)
-    }
-
-    fn einval() -> io::Error {
-        io::Error::from_raw_os_error(Errno::INVAL.raw_os_error())
     }
 
     // --- Parsing ---
@@ -668,97 +660,6 @@ mod tests {
         assert_eq!(attach_free_port(&vhci, socket.as_fd(), 0x0001_0003, 3).unwrap(), 1);
         let expected = format!("1 {} 65539 3", socket.as_raw_fd());
         assert_eq!(std::fs::read_to_string(dir.join("attach")).unwrap(), expected);
-    }
-
-    // --- A model of the kernel's rules ---
-
-    /// The bus numbers the fake's hubs have on the node, for local bus ids.
-    const HS_BUS: u32 = 3;
-    const SS_BUS: u32 = 4;
-
-    /// One vhci controller as the kernel keeps it: `per_hub` high-speed
-    /// ports, then as many SuperSpeed ones, with the kernel's checks in its
-    /// order (port and speed, then the socket, then the port's state).
-    struct FakeVhci {
-        per_hub: u32,
-        ports: Mutex<Vec<PortStatus>>,
-    }
-
-    impl FakeVhci {
-        fn new(per_hub: u32) -> Self {
-            let hs = (0..per_hub).map(|port| free_port(Hub::High, port));
-            let ss = (per_hub..2 * per_hub).map(|port| free_port(Hub::Super, port));
-            FakeVhci { per_hub, ports: Mutex::new(hs.chain(ss).collect()) }
-        }
-
-        fn port(&self, port: u32) -> PortStatus {
-            self.ports.lock().unwrap().iter().find(|p| p.port == port).cloned().unwrap()
-        }
-
-        /// Another attacher takes `port`.
-        fn occupy(&self, port: u32, devid: u32) {
-            let mut ports = self.ports.lock().unwrap();
-            let status = ports.iter_mut().find(|p| p.port == port).unwrap();
-            status.state = PortState::Used;
-            status.devid = devid;
-        }
-
-        fn used_ports(&self) -> Vec<u32> {
-            self.ports.lock().unwrap().iter().filter(|p| !p.is_free()).map(|p| p.port).collect()
-        }
-    }
-
-    fn is_socket(fd: BorrowedFd<'_>) -> bool {
-        rustix::fs::fstat(fd).is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::Socket)
-    }
-
-    impl Vhci for FakeVhci {
-        fn ports(&self) -> Result<Vec<PortStatus>, VhciError> {
-            Ok(self.ports.lock().unwrap().clone())
-        }
-
-        fn attach(&self, port: u32, socket: BorrowedFd<'_>, devid: u32, speed: u32) -> Result<(), VhciError> {
-            let refused = || VhciError::AttachRefused { port, speed, source: einval() };
-            let mut ports = self.ports.lock().unwrap();
-            let Some(status) = ports.iter_mut().find(|p| p.port == port) else { return Err(refused()) };
-            if !(1..=6).contains(&speed) {
-                return Err(refused());
-            }
-            let wanted = Hub::for_speed(speed);
-            if status.hub != wanted {
-                return Err(VhciError::WrongHub { port, speed, wanted, found: status.hub });
-            }
-            if !is_socket(socket) {
-                return Err(refused());
-            }
-            if !status.is_free() {
-                return Err(VhciError::PortBusy { port });
-            }
-            let (bus, index) = match status.hub {
-                Hub::High => (HS_BUS, port),
-                Hub::Super => (SS_BUS, port - self.per_hub),
-            };
-            *status = PortStatus {
-                state: PortState::Used,
-                speed,
-                devid,
-                sockfd: u32::try_from(socket.as_raw_fd()).unwrap(),
-                local_busid: format!("{bus}-{}", index + 1),
-                ..status.clone()
-            };
-            Ok(())
-        }
-
-        fn detach(&self, port: u32) -> Result<(), VhciError> {
-            let mut ports = self.ports.lock().unwrap();
-            match ports.iter_mut().find(|p| p.port == port) {
-                Some(status) if !status.is_free() => {
-                    *status = free_port(status.hub, port);
-                    Ok(())
-                }
-                _ => Err(VhciError::DetachRefused { port, source: einval() }),
-            }
-        }
     }
 
     /// A kernel where another attacher takes `stolen` after the ports were

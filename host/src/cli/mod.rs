@@ -68,7 +68,7 @@ struct Cli {
 enum Command {
     Discover(discover::Args),
     Validate(validate::Args),
-    Run(run::Args),
+    Run(Box<run::Args>),
     Status(status::Args),
     /// Work with handler components.
     Handler {

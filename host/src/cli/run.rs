@@ -34,6 +34,23 @@ pub(super) struct Args {
     /// How long one Register call may take.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     register_timeout: Duration,
+    /// Where sysfs is mounted (USB/IP attach writes to its vhci_hcd files).
+    #[arg(long, env = "DEVSIEVE_SYSFS", default_value = "/sys")]
+    sysfs: PathBuf,
+    /// Where the agent keeps what must survive its restart (USB/IP attachments).
+    #[arg(long, env = "DEVSIEVE_STATE_DIR", default_value = "/var/lib/devsieve")]
+    state_dir: PathBuf,
+    /// How long each step of a USB/IP attach may take: the import, the
+    /// attach, and the device's nodes appearing.
+    #[arg(long, env = "DEVSIEVE_USBIP_ATTACH_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    usbip_attach_timeout: Duration,
+    /// The kubelet's pod-resources API, asked (only while a USB/IP device is
+    /// attached) which containers hold attached devices.
+    #[arg(long, env = "DEVSIEVE_POD_RESOURCES_SOCKET", default_value = "/var/lib/kubelet/pod-resources/kubelet.sock")]
+    pod_resources_socket: PathBuf,
+    /// How long an attached USB/IP device that no container holds stays attached.
+    #[arg(long, env = "DEVSIEVE_USBIP_RELEASE_GRACE", default_value = "30s", value_parser = parse_duration)]
+    usbip_release_grace: Duration,
 }
 
 pub(super) fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
@@ -45,6 +62,11 @@ pub(super) fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         grace: args.grace_period,
         coalescing: Coalescing { settle: args.event_settle, ..Coalescing::default() },
         register_timeout: args.register_timeout,
+        sysfs_root: args.sysfs.clone(),
+        state_dir: args.state_dir.clone(),
+        attach_timeout: args.usbip_attach_timeout,
+        pod_resources_socket: args.pod_resources_socket.clone(),
+        release_grace: args.usbip_release_grace,
     };
     agent::run(options, cli.runtime(Compiler::this_executable())?, cli.loader())?;
     Ok(ExitCode::SUCCESS)

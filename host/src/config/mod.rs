@@ -64,6 +64,11 @@ pub enum FieldError {
     Usbip(UsbipSettingsError),
     #[error("takes remote devices, but `usbip.servers` lists no server")]
     NoServers,
+    #[error(
+        "a CDI name must resolve when the container is created, but a remote device's nodes exist only once \
+         it is attached on Allocate: use `cdi: false` for resources that take remote devices"
+    )]
+    CdiRemote,
     #[error("{} lies outside the resource's allowed roots ({roots}); add a root with `allowedRoots`", .path.display())]
     OutsideRoots { path: PathBuf, roots: String },
     #[error("{0:?} is not a permission set: use any of r, w, m")]
@@ -299,6 +304,9 @@ impl Config {
             }
             if raw.from.takes_remote() && usbip.servers.is_empty() {
                 return Err(field_error(at("from"), FieldError::NoServers));
+            }
+            if raw.from.takes_remote() && raw.cdi {
+                return Err(field_error(at("cdi"), FieldError::CdiRemote));
             }
             let mut extra_device_nodes = Vec::with_capacity(raw.extra_device_nodes.len());
             for (i, extra) in raw.extra_device_nodes.into_iter().enumerate() {

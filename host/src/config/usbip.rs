@@ -29,7 +29,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 const MIN_REFRESH: Duration = Duration::from_millis(100);
 
 /// A USB/IP server, as the config names it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub host: String,
@@ -305,6 +305,10 @@ mod tests {
                 "resources[0] (\"a\").from: takes remote devices, but `usbip.servers` lists no server",
             ),
             ("resources:\n- name: a\n  handler: usb-id\n  from: far\n", "unknown variant `far`"),
+            (
+                "usbip: {servers: [{host: x}]}\nresources:\n- name: a\n  handler: usb-id\n  from: remote\n  cdi: true\n",
+                "resources[0] (\"a\").cdi: a CDI name must resolve",
+            ),
             (
                 "resources:\n- name: a\n  handler: usb-id\n  extraDeviceNodes: [{hostPath: /etc/shadow}]\n",
                 "extraDeviceNodes[0]: /etc/shadow lies outside the resource's allowed roots (/dev)",

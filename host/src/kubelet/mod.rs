@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::attach::Attacher;
 use crate::inventory::{DeviceList, ResourceSet, ResourceSpec};
 use crate::metrics::Metrics;
 use crate::support::backoff::Backoff;
@@ -63,7 +64,12 @@ pub struct AdvertiserOptions {
     pub cdi_dir: PathBuf,
     /// How long one `Register` call may take (the kubelet dials back inside it).
     pub register_timeout: Duration,
+    /// What attaches remote (USB/IP) devices on `Allocate`, or why nothing can here.
+    pub attacher: Attach,
 }
+
+/// The attacher, or why this node cannot attach (no vhci_hcd, no state directory).
+pub type Attach = Result<Arc<Attacher>, Arc<str>>;
 
 /// What the advertiser reports to `/readyz` and `/status`.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -362,6 +368,7 @@ impl Advertiser {
             cdi: spec.cdi,
             devices,
             metrics: self.metrics.clone(),
+            attacher: self.options.attacher.clone(),
         };
         let resource = spec.name.clone();
         Ok(tokio::spawn(async move {
@@ -532,6 +539,7 @@ mod tests {
                 plugin_dir: "/var/lib/kubelet/device-plugins".into(),
                 cdi_dir: "/var/run/cdi".into(),
                 register_timeout: Duration::from_secs(1),
+                attacher: Err("not in this test".into()),
             },
             Arc::new(Metrics::new()),
         );

@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use devsieve_proto::v1beta1::device_plugin_server::DevicePlugin;
 use devsieve_proto::v1beta1::{
-    AllocateRequest, AllocateResponse, ContainerPreferredAllocationResponse, Device, DevicePluginOptions, Empty,
-    HEALTHY, ListAndWatchResponse, PreStartContainerRequest, PreStartContainerResponse, PreferredAllocationRequest,
-    PreferredAllocationResponse, UNHEALTHY,
+    AllocateRequest, AllocateResponse, ContainerAllocateResponse, ContainerPreferredAllocationResponse, Device,
+    DevicePluginOptions, DeviceSpec, Empty, HEALTHY, ListAndWatchResponse, PreStartContainerRequest,
+    PreStartContainerResponse, PreferredAllocationRequest, PreferredAllocationResponse, UNHEALTHY,
 };
 use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
@@ -22,12 +22,15 @@ use tonic::{Request, Response, Status};
 use super::allocate;
 use crate::inventory::DeviceList;
 use crate::metrics::Metrics;
+use crate::model::Advertised;
+use crate::support::names;
 
 pub struct PluginService {
     pub resource: String,
     pub cdi: bool,
     pub devices: watch::Receiver<Arc<DeviceList>>,
     pub metrics: Arc<Metrics>,
+    pub attacher: super::Attach,
 }
 
 /// What this plugin tells the kubelet it implements.
@@ -50,6 +53,68 @@ pub fn list_response(list: &DeviceList) -> ListAndWatchResponse {
 }
 
 type ListStream = Pin<Box<dyn Stream<Item = Result<ListAndWatchResponse, Status>> + Send>>;
+
+impl PluginService {
+    fn refused(&self, status: Status) -> Status {
+        self.metrics.allocation(&self.resource, false);
+        tracing::warn!(resource = %self.resource, error = %status.message(), "refused an allocation");
+        status
+    }
+
+    /// Attaches the remote devices among `ids`' groups (each once) and adds
+    /// their nodes to `response`: what a container gets only once attached.
+    async fn attach_remote(
+        &self,
+        list: &DeviceList,
+        ids: &[String],
+        mut response: ContainerAllocateResponse,
+    ) -> Result<ContainerAllocateResponse, Status> {
+        let mut remote: Vec<(&Advertised, &str)> = Vec::new();
+        for id in ids {
+            let Some(unit) = list.units.get(id) else { continue };
+            for member in unit.group.members.iter().filter(|m| m.starts_with("usbip://")) {
+                if !remote.iter().any(|(_, m)| m == member) {
+                    remote.push((&unit.group, member));
+                }
+            }
+        }
+        if remote.is_empty() {
+            return Ok(response);
+        }
+        let attacher = match &self.attacher {
+            Ok(attacher) => attacher,
+            Err(why) => {
+                return Err(self.refused(Status::failed_precondition(format!(
+                    "{}: this node cannot attach USB/IP devices: {why}",
+                    self.resource
+                ))));
+            }
+        };
+        for (position, (group, devpath)) in remote.into_iter().enumerate() {
+            // Whichever unit a container holds, it holds the device.
+            let unit_ids: Vec<String> =
+                (0..group.share).map(|unit| names::unit_id(&group.handler_id, unit, group.share)).collect();
+            let attached = attacher.attach(&self.resource, &unit_ids, devpath).await.map_err(|error| {
+                self.refused(Status::unavailable(format!("{}: {}", self.resource, crate::support::error_chain(&error))))
+            })?;
+            for node in std::iter::once(&attached.devnode).chain(&attached.interface_nodes) {
+                if !response.devices.iter().any(|d| &d.container_path == node) {
+                    response.devices.push(DeviceSpec {
+                        container_path: node.clone(),
+                        host_path: node.clone(),
+                        permissions: "rwm".into(),
+                    });
+                }
+            }
+            let suffix = if position == 0 { String::new() } else { format!("_{position}") };
+            response.envs.insert(format!("USB_DEVNODE{suffix}"), attached.devnode.clone());
+            if !attached.interface_nodes.is_empty() {
+                response.envs.insert(format!("USB_CHILD_DEVNODES{suffix}"), attached.interface_nodes.join(" "));
+            }
+        }
+        Ok(response)
+    }
+}
 
 #[tonic::async_trait]
 impl DevicePlugin for PluginService {
@@ -91,23 +156,17 @@ impl DevicePlugin for PluginService {
 
     async fn allocate(&self, request: Request<AllocateRequest>) -> Result<Response<AllocateResponse>, Status> {
         let list = self.devices.borrow().clone();
-        let result: Result<Vec<_>, _> = request
-            .into_inner()
-            .container_requests
-            .iter()
-            .map(|container| allocate::container_response(&self.resource, &list, &container.devices_ids, self.cdi))
-            .collect();
-        match result {
-            Ok(container_responses) => {
-                self.metrics.allocation(&self.resource, true);
-                Ok(Response::new(AllocateResponse { container_responses }))
-            }
-            Err(error) => {
-                self.metrics.allocation(&self.resource, false);
-                tracing::warn!(resource = %self.resource, %error, "refused an allocation");
-                Err(Status::failed_precondition(error.to_string()))
-            }
+        let mut container_responses = Vec::new();
+        for container in &request.into_inner().container_requests {
+            let response = match allocate::container_response(&self.resource, &list, &container.devices_ids, self.cdi) {
+                Ok(response) => response,
+                Err(error) => return Err(self.refused(Status::failed_precondition(error.to_string()))),
+            };
+            let response = self.attach_remote(&list, &container.devices_ids, response).await?;
+            container_responses.push(response);
         }
+        self.metrics.allocation(&self.resource, true);
+        Ok(Response::new(AllocateResponse { container_responses }))
     }
 
     async fn pre_start_container(

@@ -28,7 +28,8 @@ impl DeviceSource for UdevSource {
                 enumerator.match_subsystem(subsystem).map_err(err("matching a subsystem"))?;
             }
             for device in enumerator.scan_devices().map_err(err("scanning devices"))? {
-                add_with_ancestors(&device, needs, table, true);
+                let candidate = !through_vhci(&device);
+                add_with_ancestors(&device, needs, table, candidate);
             }
         }
         Ok(())
@@ -37,9 +38,17 @@ impl DeviceSource for UdevSource {
     fn reread(&self, syspath: &Path, needs: &Requirements, candidate: bool) -> Option<DeviceTable> {
         let device = udev::Device::from_syspath(syspath).ok()?;
         let mut table = DeviceTable::default();
+        let candidate = candidate && !through_vhci(&device);
         add_with_ancestors(&device, needs, &mut table, candidate);
         Some(table)
     }
+}
+
+/// A device attached through USB/IP's virtual host controller is a remote
+/// device: the resource it was attached for holds it, and no local resource
+/// may offer it to another pod.
+fn through_vhci(device: &udev::Device) -> bool {
+    device.devpath().to_string_lossy().contains("/vhci_hcd.")
 }
 
 fn add_with_ancestors(device: &udev::Device, needs: &Requirements, table: &mut DeviceTable, candidate: bool) {

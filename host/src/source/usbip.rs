@@ -30,9 +30,17 @@ use crate::model::DeviceTable;
 use crate::support::backoff::Backoff;
 
 /// What each server said last, shared by the refresh tasks (which write)
-/// and the source (which reads).
+/// and the source (which reads); and the devices this node attached, which
+/// their servers no longer list but which are served while attached.
 #[derive(Clone, Debug, Default)]
-pub struct RemoteDevices(Arc<Mutex<BTreeMap<Server, Listing>>>);
+pub struct RemoteDevices(Arc<Mutex<Remote>>);
+
+#[derive(Debug, Default)]
+struct Remote {
+    listings: BTreeMap<Server, Listing>,
+    /// Attached here, by devpath.
+    pinned: BTreeMap<String, (Server, ExportedDevice)>,
+}
 
 /// One server's last answer.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -43,23 +51,39 @@ pub struct Listing {
 }
 
 impl RemoteDevices {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<Server, Listing>> {
+    fn lock(&self) -> MutexGuard<'_, Remote> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records `listing` for `server`; whether it differs from the last.
     pub fn set(&self, server: &Server, listing: Listing) -> bool {
-        let mut listings = self.lock();
-        if listings.get(server) == Some(&listing) {
+        let mut remote = self.lock();
+        if remote.listings.get(server) == Some(&listing) {
             return false;
         }
-        listings.insert(server.clone(), listing);
+        remote.listings.insert(server.clone(), listing);
         true
+    }
+
+    /// `busid` as `server` last listed it.
+    pub fn listed(&self, server: &Server, busid: &str) -> Option<ExportedDevice> {
+        let remote = self.lock();
+        remote.listings.get(server)?.devices.iter().find(|d| d.busid == busid).cloned()
+    }
+
+    /// Serves `device` of `server` whether or not its server lists it (it is attached here).
+    pub fn pin(&self, server: &Server, device: ExportedDevice) {
+        self.lock().pinned.insert(devpath(server, &device.busid), (server.clone(), device));
+    }
+
+    /// Stops serving `busid` of `server` unless its server lists it.
+    pub fn unpin(&self, server: &Server, busid: &str) {
+        self.lock().pinned.remove(&devpath(server, busid));
     }
 
     /// Forgets servers not in `servers`; whether any was forgotten.
     fn retain(&self, servers: &[Server]) -> bool {
-        let mut listings = self.lock();
+        let listings = &mut self.lock().listings;
         let before = listings.len();
         listings.retain(|server, _| servers.contains(server));
         listings.len() != before
@@ -67,7 +91,7 @@ impl RemoteDevices {
 
     /// Every server's last answer.
     pub fn listings(&self) -> BTreeMap<Server, Listing> {
-        self.lock().clone()
+        self.lock().listings.clone()
     }
 }
 
@@ -79,11 +103,17 @@ impl DeviceSource for UsbipSource {
         if !needs.usbip {
             return Ok(());
         }
-        for (server, listing) in self.0.lock().iter() {
+        let remote = self.0.lock();
+        for (server, listing) in &remote.listings {
             if listing.error.is_none() {
                 for device in &listing.devices {
                     add_device(server, device, needs, table);
                 }
+            }
+        }
+        for (devpath, (server, device)) in &remote.pinned {
+            if !table.contains(devpath) {
+                add_device(server, device, needs, table);
             }
         }
         Ok(())
