@@ -20,13 +20,16 @@
 //!
 //! It calls the plugins on a test's behalf (`Allocate`, `GetPreferredAllocation`,
 //! `GetDevicePluginOptions`, `PreStartContainer`) and passes the ids on as it
-//! gets them. It keeps none of the kubelet's device accounting, checkpoint or
-//! pod-resources API. Waiting is driven by events: everything the simulator
+//! gets them. It keeps none of the kubelet's device accounting or checkpoint;
+//! the pod-resources API is served apart, as a test sets it
+//! ([`PodResourcesSim`]). Waiting is driven by events: everything the simulator
 //! holds sits behind one `watch` channel, so a waiter wakes on each change and
 //! never polls.
 //!
 //! Every method must be called inside a Tokio runtime, because serving and
 //! dialing spawn tasks.
+
+mod pod_resources;
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -53,6 +56,8 @@ use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
+
+pub use pod_resources::PodResourcesSim;
 
 /// How long `Register` waits to reach the plugin and get its options. The
 /// kubelet allows 10 s for the dial alone; a failing test should not wait that long.
