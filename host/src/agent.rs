@@ -105,7 +105,7 @@ pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<()
 
     let metrics = Arc::new(Metrics::new());
     let remote = RemoteDevices::default();
-    let attacher = attacher(&options, remote.clone()).map(Arc::new).map_err(|error| {
+    let attacher = attacher(&options, remote.clone(), metrics.clone()).map(Arc::new).map_err(|error| {
         let why = crate::support::error_chain(&error);
         if !config.usbip.servers.is_empty() {
             tracing::warn!(error = %why, "USB/IP devices are listed but cannot be attached on this node");
@@ -177,7 +177,7 @@ pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<()
     let remote_changed = inputs_tx.clone();
     let result = tokio.block_on(async move {
         // Each USB/IP server is listed on its own task; a change wakes the evaluation.
-        tokio::spawn(usbip::supervise(usbip_rx, remote, move || {
+        tokio::spawn(usbip::supervise(usbip_rx, remote.clone(), metrics.clone(), move || {
             let _ = remote_changed.send(Input::Remote);
         }));
         let shutdown = CancellationToken::new();
@@ -188,6 +188,8 @@ pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<()
             metrics: metrics.clone(),
             status: outputs.status.clone(),
             advertiser: advertiser_status,
+            remote,
+            attacher: attacher.as_ref().ok().cloned(),
         };
         tracing::info!(listen = %options.listen, "serving /healthz, /readyz, /metrics and /status");
         let http = tokio::spawn(ops::serve(listener, ops, shutdown.clone()));
@@ -211,7 +213,7 @@ pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<()
 
 /// The USB/IP attacher over this node's vhci_hcd, with the attachments a
 /// previous run left.
-fn attacher(options: &AgentOptions, remote: RemoteDevices) -> Result<Attacher, AttachError> {
+fn attacher(options: &AgentOptions, remote: RemoteDevices, metrics: Arc<Metrics>) -> Result<Attacher, AttachError> {
     let vhci = SysfsVhci::probe(&options.sysfs_root).map_err(|e| AttachError::Controller(Box::new(e)))?;
     tracing::info!(controller = %vhci.dir().display(), "USB/IP devices are attached through vhci_hcd");
     Attacher::new(AttacherParts {
@@ -221,6 +223,7 @@ fn attacher(options: &AgentOptions, remote: RemoteDevices) -> Result<Attacher, A
         state: StateFile::in_dir(&options.state_dir),
         timeout: options.attach_timeout,
         remote,
+        metrics,
     })
 }
 

@@ -40,6 +40,23 @@ struct OutcomeLabel {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabel {
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    server: String,
+    operation: &'static str,
+    result: &'static str,
+}
+
+fn attach_histogram() -> Histogram {
+    // 10 ms .. ~40 s.
+    Histogram::new(exponential_buckets(0.01, 2.0, 13))
+}
+
 fn evaluation_histogram() -> Histogram {
     // 100 µs .. ~3 s.
     Histogram::new(exponential_buckets(0.0001, 2.5, 12))
@@ -57,6 +74,10 @@ pub struct Metrics {
     config_reloads: Family<OutcomeLabel, Counter>,
     config_generation: Gauge,
     async_tasks: Gauge,
+    usbip_up: Family<ServerLabel, Gauge>,
+    usbip_devices: Family<ServerLabel, Gauge>,
+    usbip_operations: Family<OperationLabels, Counter>,
+    usbip_attach_seconds: Family<ServerLabel, Histogram, fn() -> Histogram>,
     /// Serializes encoding (the registry is not meant to be encoded concurrently with itself).
     encode_lock: Mutex<()>,
 }
@@ -99,8 +120,29 @@ impl Metrics {
         registry.register("config_generation", "Generation of the config in force", config_generation.clone());
         let async_tasks = Gauge::default();
         registry.register("async_tasks", "Tasks alive in the agent's async runtime (leak check)", async_tasks.clone());
+        let usbip_up = Family::<ServerLabel, Gauge>::default();
+        registry.register("usbip_server_up", "Whether the USB/IP server answered its last listing", usbip_up.clone());
+        let usbip_devices = Family::<ServerLabel, Gauge>::default();
+        registry.register("usbip_server_devices", "Devices the USB/IP server listed last", usbip_devices.clone());
+        let usbip_operations = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "usbip_operations",
+            "USB/IP operations per server (list, import, attach, detach), by result",
+            usbip_operations.clone(),
+        );
+        let usbip_attach_seconds =
+            Family::<ServerLabel, Histogram, fn() -> Histogram>::new_with_constructor(attach_histogram);
+        registry.register(
+            "usbip_attach_seconds",
+            "Allocate of a remote device: import, attach and its nodes appearing",
+            usbip_attach_seconds.clone(),
+        );
         Metrics {
             async_tasks,
+            usbip_up,
+            usbip_devices,
+            usbip_operations,
+            usbip_attach_seconds,
             registry,
             devices,
             registrations,
@@ -159,6 +201,24 @@ impl Metrics {
         self.config_generation.set(generation as i64);
     }
 
+    /// A USB/IP server's listing: how many devices, or `None` if it failed.
+    pub fn usbip_listed(&self, server: &str, devices: Option<usize>) {
+        let label = ServerLabel { server: server.into() };
+        self.usbip_up.get_or_create(&label).set(i64::from(devices.is_some()));
+        self.usbip_devices.get_or_create(&label).set(devices.unwrap_or(0) as i64);
+        self.usbip_operation(server, "list", devices.is_some());
+    }
+
+    /// One import, attach or detach of a device of `server`.
+    pub fn usbip_operation(&self, server: &str, operation: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.usbip_operations.get_or_create(&OperationLabels { server: server.into(), operation, result }).inc();
+    }
+
+    pub fn usbip_attached(&self, server: &str, took: Duration) {
+        self.usbip_attach_seconds.get_or_create(&ServerLabel { server: server.into() }).observe(took.as_secs_f64());
+    }
+
     pub fn set_async_tasks(&self, tasks: usize) {
         self.async_tasks.set(tasks as i64);
     }
@@ -190,6 +250,16 @@ mod tests {
         );
         assert!(
             text.contains(r#"devsieve_registrations_total{resource="devsieve.io/printer",result="ok"} 1"#),
+            "{text}"
+        );
+        metrics.usbip_listed("10.0.0.5:3240", None);
+        metrics.usbip_operation("10.0.0.5:3240", "attach", true);
+        let text = metrics.encode();
+        assert!(text.contains(r#"devsieve_usbip_server_up{server="10.0.0.5:3240"} 0"#), "{text}");
+        assert!(
+            text.contains(
+                r#"devsieve_usbip_operations_total{server="10.0.0.5:3240",operation="list",result="error"} 1"#
+            ),
             "{text}"
         );
         metrics.forget_resource("devsieve.io/printer");

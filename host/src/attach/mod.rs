@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use devsieve_proto::usbip;
 
 use crate::config::Server;
+use crate::metrics::Metrics;
 use crate::source::usbip::{ListError, RemoteDevices, resolve};
 use local::{LocalDevice, LocalDevices, WaitError};
 use state::{Attachment, StateError, StateFile};
@@ -60,6 +61,7 @@ pub struct AttacherParts {
     /// Import, attach and the wait for the device's nodes, each.
     pub timeout: Duration,
     pub remote: RemoteDevices,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct Attacher {
@@ -158,9 +160,14 @@ impl Attacher {
         let listed = self.parts.remote.listed(&server, &busid);
         let import_error =
             |source| AttachError::Import { server: server.clone(), busid: busid.clone(), source: Box::new(source) };
-        let address = resolve(&server, timeout).await.map_err(import_error)?;
-        let (stream, device) =
-            usbip::import(address, &busid, timeout).await.map_err(|e| import_error(ListError::Usbip(e)))?;
+        let metrics = &self.parts.metrics;
+        let server_name = server.to_string();
+        let imported = match resolve(&server, timeout).await {
+            Ok(address) => usbip::import(address, &busid, timeout).await.map_err(ListError::Usbip),
+            Err(error) => Err(error),
+        };
+        metrics.usbip_operation(&server_name, "import", imported.is_ok());
+        let (stream, device) = imported.map_err(import_error)?;
         let stream = stream.into_std().map_err(|e| AttachError::Task(e.to_string()))?;
         // The kernel keeps this connection for the device's life: let TCP notice a dead peer.
         if let Err(error) = rustix::net::sockopt::set_socket_keepalive(&stream, true) {
@@ -189,6 +196,7 @@ impl Attacher {
         })
         .await
         .map_err(|e| AttachError::Task(e.to_string()))?;
+        metrics.usbip_operation(&server_name, "attach", attached.is_ok());
         let (port, ready) = attached.map_err(|failure| match failure {
             Failure::Vhci(source) => {
                 AttachError::Vhci { server: server.clone(), busid: busid.clone(), source: Box::new(source) }
@@ -214,6 +222,7 @@ impl Attacher {
         self.parts.state.save(&attachments)?;
         drop(attachments);
         self.attached.notify_one();
+        metrics.usbip_attached(&server_name, started.elapsed());
         tracing::info!(device = %devpath, port, local = %ready.syspath.display(), took = ?started.elapsed(), "attached");
         Ok(ready)
     }
@@ -243,7 +252,10 @@ impl Attacher {
         let Some(attachment) = self.attachments().get(devpath).cloned() else {
             return Ok(());
         };
-        match self.parts.vhci.detach(attachment.port) {
+        let detached = self.parts.vhci.detach(attachment.port);
+        let gone_already = matches!(detached, Err(VhciError::DetachRefused { .. }));
+        self.parts.metrics.usbip_operation(&attachment.server.to_string(), "detach", detached.is_ok() || gone_already);
+        match detached {
             Ok(()) => tracing::info!(device = %devpath, port = attachment.port, "detached"),
             // Gone by itself already (the server unbound it, the network went).
             Err(VhciError::DetachRefused { .. }) => {}
@@ -379,6 +391,7 @@ mod tests {
                 state: StateFile::in_dir(self.state_dir.path()),
                 timeout: Duration::from_secs(5),
                 remote: self.remote.clone(),
+                metrics: Arc::new(Metrics::new()),
             })
             .unwrap()
         }

@@ -155,6 +155,23 @@ pub(super) fn status_table(report: &StatusReport, now: SystemTime) -> String {
             let _ = writeln!(out, "  error: {error}");
         }
     }
+    for server in &report.usbip_servers {
+        match &server.error {
+            None => _ = writeln!(out, "USB/IP server {}: {} devices listed", server.server, server.devices),
+            Some(error) => _ = writeln!(out, "USB/IP server {}: not listed: {error}", server.server),
+        }
+    }
+    for attachment in &report.usbip_attachments {
+        let _ = writeln!(
+            out,
+            "attached {} for {} ({}) on vhci port {} as {}",
+            attachment.device,
+            attachment.resource,
+            attachment.device_ids.join(", "),
+            attachment.vhci_port,
+            attachment.local_busid
+        );
+    }
     out
 }
 
@@ -188,7 +205,7 @@ pub(super) fn inspection_table(inspection: &Inspection) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::ResourceReport;
+    use crate::ops::{AttachmentReport, ResourceReport, ServerReport};
 
     #[test]
     fn the_status_table_shows_health_errors_and_refusals() {
@@ -210,6 +227,17 @@ mod tests {
                 last_evaluation_ms: Some(0.5),
                 last_error: Some("handler trapped".into()),
             }],
+            usbip_servers: vec![
+                ServerReport { server: "10.0.0.5:3240".into(), devices: 2, error: None },
+                ServerReport { server: "10.0.0.6:3240".into(), devices: 0, error: Some("cannot connect".into()) },
+            ],
+            usbip_attachments: vec![AttachmentReport {
+                device: "usbip://10.0.0.5:3240/1-1".into(),
+                resource: "devsieve.io/stick".into(),
+                device_ids: vec!["1-1-0123456789abcdef".into()],
+                vhci_port: 0,
+                local_busid: "3-1".into(),
+            }],
         };
         let text = status_table(&report, SystemTime::UNIX_EPOCH + Duration::from_secs(165));
         assert!(text.contains("generation 3"), "{text}");
@@ -224,5 +252,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  error: handler trapped"), "{text}");
+        assert!(text.contains("USB/IP server 10.0.0.5:3240: 2 devices listed"), "{text}");
+        assert!(text.contains("USB/IP server 10.0.0.6:3240: not listed: cannot connect"), "{text}");
+        assert!(
+            text.contains(
+                "attached usbip://10.0.0.5:3240/1-1 for devsieve.io/stick (1-1-0123456789abcdef) on vhci port 0 as 3-1"
+            ),
+            "{text}"
+        );
     }
 }

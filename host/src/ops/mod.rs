@@ -15,9 +15,11 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::attach::Attacher;
 use crate::inventory;
 use crate::kubelet::AdvertiserStatus;
 use crate::metrics::Metrics;
+use crate::source::usbip::RemoteDevices;
 
 #[derive(Clone)]
 pub struct Ops {
@@ -25,6 +27,9 @@ pub struct Ops {
     pub metrics: Arc<Metrics>,
     pub status: watch::Receiver<Arc<inventory::Status>>,
     pub advertiser: watch::Receiver<AdvertiserStatus>,
+    /// What each USB/IP server listed last.
+    pub remote: RemoteDevices,
+    pub attacher: Option<Arc<Attacher>>,
 }
 
 /// `/status`, as `devsieve status` reads it.
@@ -36,6 +41,27 @@ pub struct StatusReport {
     pub kubelet_present: bool,
     pub ready: bool,
     pub resources: Vec<ResourceReport>,
+    #[serde(default)]
+    pub usbip_servers: Vec<ServerReport>,
+    #[serde(default)]
+    pub usbip_attachments: Vec<AttachmentReport>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServerReport {
+    pub server: String,
+    pub devices: usize,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AttachmentReport {
+    /// `usbip://HOST:PORT/BUSID`.
+    pub device: String,
+    pub resource: String,
+    pub device_ids: Vec<String>,
+    pub vhci_port: u32,
+    pub local_busid: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -85,6 +111,28 @@ impl Ops {
             kubelet_present: advertiser.kubelet_present,
             ready: advertiser.ready() && status.config_error.is_none(),
             resources,
+            usbip_servers: self
+                .remote
+                .listings()
+                .into_iter()
+                .map(|(server, listing)| ServerReport {
+                    server: server.to_string(),
+                    devices: listing.devices.len(),
+                    error: listing.error,
+                })
+                .collect(),
+            usbip_attachments: self
+                .attacher
+                .iter()
+                .flat_map(|attacher| attacher.current())
+                .map(|(device, a)| AttachmentReport {
+                    device,
+                    resource: a.resource,
+                    device_ids: a.device_ids,
+                    vhci_port: a.port,
+                    local_busid: a.local_busid,
+                })
+                .collect(),
         }
     }
 }

@@ -26,6 +26,7 @@ use devsieve_proto::usbip::{self, ExportedDevice, UsbipError};
 use super::{DeviceSource, SourceError};
 use crate::config::{Server, UsbipSettings};
 use crate::contract::{Node, Origin, Requirements};
+use crate::metrics::Metrics;
 use crate::model::DeviceTable;
 use crate::support::backoff::Backoff;
 
@@ -206,6 +207,7 @@ fn add_device(server: &Server, device: &ExportedDevice, needs: &Requirements, ta
 pub async fn supervise(
     mut settings: tokio::sync::watch::Receiver<UsbipSettings>,
     remote: RemoteDevices,
+    metrics: Arc<Metrics>,
     changed: impl Fn() + Clone + Send + 'static,
 ) {
     loop {
@@ -213,7 +215,7 @@ pub async fn supervise(
         if remote.retain(&current.servers) {
             changed();
         }
-        let tasks = refresh(&current, remote.clone(), changed.clone());
+        let tasks = refresh(&current, &remote, &metrics, changed.clone());
         let closed = settings.changed().await.is_err();
         for task in tasks {
             task.abort();
@@ -229,42 +231,61 @@ pub async fn supervise(
 /// last. Idle cost: one wake-up per server per refresh interval.
 pub fn refresh(
     settings: &UsbipSettings,
-    remote: RemoteDevices,
+    remote: &RemoteDevices,
+    metrics: &Arc<Metrics>,
     changed: impl Fn() + Clone + Send + 'static,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     settings
         .servers
         .iter()
         .map(|server| {
-            let (server, remote, changed) = (server.clone(), remote.clone(), changed.clone());
-            let (refresh, timeout) = (settings.refresh, settings.timeout);
-            tokio::spawn(async move { refresh_one(server, refresh, timeout, remote, changed).await })
+            let lister = Lister {
+                server: server.clone(),
+                refresh: settings.refresh,
+                timeout: settings.timeout,
+                remote: remote.clone(),
+                metrics: metrics.clone(),
+            };
+            tokio::spawn(lister.run(changed.clone()))
         })
         .collect()
 }
 
-async fn refresh_one(server: Server, refresh: Duration, timeout: Duration, remote: RemoteDevices, changed: impl Fn()) {
-    // A server that fails is asked again sooner, backing off up to the
-    // refresh interval: one that comes back is seen within one interval.
-    let mut retry = Backoff::new(Duration::from_secs(1).min(refresh), refresh);
-    loop {
-        let listing = match list(&server, timeout).await {
-            Ok(devices) => {
-                retry.reset();
-                Listing { devices, error: None }
+/// One server's refresh task.
+struct Lister {
+    server: Server,
+    refresh: Duration,
+    timeout: Duration,
+    remote: RemoteDevices,
+    metrics: Arc<Metrics>,
+}
+
+impl Lister {
+    async fn run(self, changed: impl Fn()) {
+        let Lister { server, refresh, timeout, remote, metrics } = self;
+        // A server that fails is asked again sooner, backing off up to the
+        // refresh interval: one that comes back is seen within one interval.
+        let mut retry = Backoff::new(Duration::from_secs(1).min(refresh), refresh);
+        loop {
+            let listing = match list(&server, timeout).await {
+                Ok(devices) => {
+                    retry.reset();
+                    Listing { devices, error: None }
+                }
+                Err(error) => {
+                    let error = crate::support::error_chain(&error);
+                    tracing::warn!(%server, %error, "USB/IP server not listed; its devices are not served until it answers");
+                    Listing { devices: Vec::new(), error: Some(error) }
+                }
+            };
+            let failed = listing.error.is_some();
+            metrics.usbip_listed(&server.to_string(), (!failed).then_some(listing.devices.len()));
+            if remote.set(&server, listing) {
+                changed();
             }
-            Err(error) => {
-                let error = crate::support::error_chain(&error);
-                tracing::warn!(%server, %error, "USB/IP server not listed; its devices are not served until it answers");
-                Listing { devices: Vec::new(), error: Some(error) }
-            }
-        };
-        let failed = listing.error.is_some();
-        if remote.set(&server, listing) {
-            changed();
+            let delay = if failed { retry.next_delay() } else { refresh };
+            tokio::time::sleep(delay).await;
         }
-        let delay = if failed { retry.next_delay() } else { refresh };
-        tokio::time::sleep(delay).await;
     }
 }
 

@@ -71,6 +71,18 @@ fn used_ports() -> Vec<String> {
         .collect()
 }
 
+/// The agent's HTTP endpoint, plainly (HTTP/1.0, the body after the headers).
+fn http_get(path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect("127.0.0.1:18080") else {
+        return String::from("(cannot connect to 127.0.0.1:18080)");
+    };
+    let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or(text)
+}
+
 fn sh(script: &str) -> (bool, String) {
     let output = Command::new("sh").arg("-c").arg(script).output().expect("sh");
     let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
@@ -176,6 +188,16 @@ resources:
     let state = std::fs::read_to_string(work.join("state/usbip-attachments.json")).unwrap_or_default();
     if !state.contains("\"busid\": \"1-1\"") {
         run.fail(&format!("the attachment is not recorded: {state}"));
+    }
+    // What an operator sees: the attachment in /status, the attach in /metrics.
+    let status = http_get("/status");
+    if !status.contains("\"usbip_attachments\":[{\"device\":\"usbip://127.0.0.1:3240/1-1\"") {
+        run.fail(&format!("/status does not show the attachment: {status}"));
+    }
+    let metrics = http_get("/metrics");
+    let attached = r#"devsieve_usbip_operations_total{server="127.0.0.1:3240",operation="attach",result="ok"} 1"#;
+    if !metrics.contains(attached) {
+        run.fail(&format!("/metrics does not count the attach: {metrics}"));
     }
     let since = Instant::now();
     let (ok, text) = sh(&format!(
