@@ -25,7 +25,11 @@ AGENT_TARGETS = [
     ("idle memory", ("VmRSS ≤ 17 MiB", lambda v: v["vm_rss"] <= 17 * 1024)),
     ("memory after the restarts", ("VmRSS ≤ 17 MiB", lambda v: v["vm_rss"] <= 17 * 1024)),
     ("idle CPU", ("< 10 ms per minute", lambda v: v["utime_stime_per_min"] < 10 and v["schedstat_per_min"] < 10)),
+    # Before "idle wake-ups": the first matching prefix is taken.
+    ("idle wake-ups with 1 USB/IP server", ("one listing per refresh (60/min) and little else (≤ 10 wake-ups per listing)",
+        lambda v: v["listings_per_min"] <= 61 and v["per_min"] <= 10 * max(v["listings_per_min"], 1))),
     ("idle wake-ups", ("no periodic wake-ups", lambda v: v["total"] == 0)),
+    ("USB/IP: exported", ("≤ one refresh + 10 ms (max)", lambda v: v["max"] <= 1010)),
     ("one file among 10,000", ("< 5 ms (p50)", lambda v: v["p50"] < 5)),
 ]
 

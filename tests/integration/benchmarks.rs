@@ -78,6 +78,7 @@ async fn suite() {
     figures.push(latency("removal: file removed → Unhealthy (glob)", &removed));
     figures.extend(udev_hotplug().await);
     figures.extend(idle().await);
+    figures.extend(usbip().await);
     let (one, memory) = one_among_many().await;
     figures.push(latency("one file among 10,000 → listed (glob, end to end)", &one));
     figures.push(memory);
@@ -107,6 +108,73 @@ async fn idle_alone() {
     }
     assert!(agent.terminate(WAIT).expect("the agent stops on SIGTERM").success());
     println!("{}", serde_json::to_string_pretty(&idle().await).unwrap());
+}
+
+/// The USB/IP figures alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: the USB/IP figures of the suite, alone"]
+async fn usbip_alone() {
+    println!("{}", serde_json::to_string_pretty(&usbip().await).unwrap());
+}
+
+/// USB/IP, against the usbip crate's server on loopback (refresh 1 s): a
+/// device the server starts exporting → listed at the kubelet, at a
+/// different phase of the refresh each time; then the idle agent's
+/// wake-ups and listings with one server configured.
+async fn usbip() -> Vec<Value> {
+    const REFRESH_MS: u64 = 1000;
+    const EXPORTS: u64 = 10;
+    let (server, usbip) = devsieve_usbip_server::serve_changeable(Vec::new()).await;
+    let node = Node::new();
+    node.write_config(&format!(
+        "usbip: {{servers: [{{host: 127.0.0.1, port: {}}}], refresh: {REFRESH_MS}ms}}
+resources:
+  - name: remote
+    handler: usb-id
+    from: remote
+    config: {{usb: [{{vendor: '1a86', product: '7523'}}]}}
+",
+        server.port()
+    ));
+    let resource = "devsieve.io/remote";
+    let kubelet = KubeletSim::start(node.plugins()).unwrap();
+    let agent = Agent::start(&node.config(), &node.plugins(), &QUIET);
+    kubelet.wait_registered(resource, WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let mut samples = Vec::new();
+    for n in 1..=EXPORTS {
+        // A different phase of the refresh interval each round (n * 0.37 s).
+        tokio::time::sleep(Duration::from_millis(n * 370 % REFRESH_MS)).await;
+        let exported = Instant::now();
+        usbip.add_device(devsieve_usbip_server::cdc_acm(&format!("1-{n}"), 0x1a86, 0x7523)).await;
+        let list = kubelet
+            .wait_devices(resource, WAIT, |d| d.len() == n as usize)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+        samples.push(list.received_at - exported);
+    }
+
+    let window =
+        Duration::from_secs(std::env::var("DEVSIEVE_BENCH_IDLE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60));
+    let listings = format!("devsieve_usbip_operations_total{{server=\"{server}\",operation=\"list\",result=\"ok\"}}");
+    let lists_before = agent.metric(&listings).unwrap_or(0.0);
+    let before = Sample::of(agent.pid());
+    tokio::time::sleep(window).await;
+    let after = Sample::of(agent.pid());
+    let lists_after = agent.metric(&listings).unwrap_or(0.0);
+    let per_minute = 60.0 / window.as_secs_f64();
+    let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
+    for (tid, (name, switches, _)) in &after.threads {
+        let earlier = before.threads.get(tid).map_or(0, |(_, s, _)| *s);
+        *by_name.entry(name.clone()).or_default() += switches - earlier;
+    }
+    let wakeups: u64 = by_name.values().sum();
+    vec![
+        latency(&format!("USB/IP: exported → listed at the kubelet (refresh {REFRESH_MS} ms)"), &samples),
+        json!({"name": "idle wake-ups with 1 USB/IP server (refresh 1 s, 10 devices)", "unit": "context switches", "n": 1,
+               "values": {"window_s": window.as_secs_f64(), "total": wakeups, "per_min": wakeups as f64 * per_minute,
+                          "listings_per_min": (lists_after - lists_before) * per_minute},
+               "per_thread": by_name}),
+    ]
 }
 
 /// Spawn → every built-in resource registered, one fresh agent per run; a

@@ -2,10 +2,11 @@
 //! crate's, simulated CDC-ACM and HID devices on loopback). `discover`
 //! lists them without attaching, a server that does not answer costs only
 //! its own devices, and the agent advertises them to the kubelet simulator
-//! under usbip-device-plugin's names when given its config file.
+//! under usbip-device-plugin's names when given its config file; a device
+//! its server stops listing goes Unhealthy, then away, and comes back.
 
 use devsieve_kubelet_sim::KubeletSim;
-use devsieve_usbip_server::{cdc_acm, hid_keyboard, serve_in_background};
+use devsieve_usbip_server::{cdc_acm, hid_keyboard, serve_changeable, serve_in_background};
 
 use crate::agent::{Agent, SECS, free_port};
 use crate::common::{discover_json, report};
@@ -127,4 +128,73 @@ async fn usbip_device_plugin_config_is_served_under_its_names() {
         assert!(id.contains(&busid.replace('-', "")) || id.contains(busid), "{resource}: id {id} names its busid");
         assert_eq!(list.devices[0].health, "Healthy");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_its_server_stops_listing_goes_unhealthy_then_away_and_a_dead_server_delays_nothing() {
+    let (server, usbip) = serve_changeable(vec![cdc_acm("1-1", 0x1a86, 0x7523), cdc_acm("1-2", 0x1a86, 0x7523)]).await;
+    // A server that accepts and never answers, listed first: it must not hold up the live one.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = silent.local_addr().unwrap();
+    let node = Node::new();
+    node.write_config(&format!(
+        "usbip:
+  servers: [{{host: 127.0.0.1, port: {}}}, {{host: 127.0.0.1, port: {}}}]
+  refresh: 500ms
+  timeout: 2s
+resources:
+  - name: serial
+    handler: usb-id
+    from: remote
+    config: {{usb: [{{vendor: '1a86', product: '7523'}}]}}
+",
+        dead.port(),
+        server.port()
+    ));
+    let kubelet = KubeletSim::start(node.plugins()).unwrap();
+    let agent = Agent::start(&node.config(), &node.plugins(), &["--grace-period", "1s"]);
+    let resource = "devsieve.io/serial";
+    kubelet.wait_registered(resource, SECS(20)).await.unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let list = kubelet
+        .wait_devices(resource, SECS(10), |d| d.len() == 2 && d.iter().all(|d| d.health == "Healthy"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    let before = ids(&list.devices);
+
+    // Another client imports 1-2: its server stops listing it.
+    usbip.remove_device("1-2").await.unwrap();
+    let list = kubelet
+        .wait_devices(resource, SECS(10), |d| d.iter().filter(|d| d.health == "Unhealthy").count() == 1)
+        .await
+        .unwrap_or_else(|e| panic!("the device another client took is not Unhealthy: {e}\n{}", agent.log()));
+    assert_eq!(ids(&list.devices), before, "Unhealthy first, with the same ids");
+    let list = kubelet
+        .wait_devices(resource, SECS(10), |d| d.len() == 1)
+        .await
+        .unwrap_or_else(|e| panic!("the device did not leave after the grace period: {e}\n{}", agent.log()));
+    assert_eq!(list.devices[0].health, "Healthy");
+
+    // It comes back at the next refresh, under the id it had.
+    usbip.add_device(cdc_acm("1-2", 0x1a86, 0x7523)).await;
+    let list = kubelet
+        .wait_devices(resource, SECS(10), |d| d.len() == 2 && d.iter().all(|d| d.health == "Healthy"))
+        .await
+        .unwrap_or_else(|e| panic!("the device did not come back: {e}\n{}", agent.log()));
+    assert_eq!(ids(&list.devices), before, "the same ids after coming back");
+    // The silent server is down once its listing timed out; the live one is up.
+    let down = format!("devsieve_usbip_server_up{{server=\"{dead}\"}} 0");
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = agent.get("/metrics").map(|(_, body)| body).unwrap_or_default();
+        if metrics.contains(&down) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(metrics.contains(&down), "{metrics}");
+    assert!(metrics.contains(&format!("devsieve_usbip_server_devices{{server=\"{server}\"}} 2")), "{metrics}");
+    let status = agent.status();
+    let servers = status["usbip_servers"].as_array().unwrap();
+    assert!(servers.iter().any(|s| s["error"].as_str().is_some_and(|e| e.contains("no answer"))), "{status:#}");
+    drop(silent);
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 pub use usbip::UsbDevice;
 
+/// A CDC-ACM serial adapter (one interface) with these ids at `busid`.
 pub fn cdc_acm(busid: &str, vendor: u16, product: u16) -> usbip::UsbDevice {
     let handler = Arc::new(Mutex::new(
         Box::new(usbip::cdc::UsbCdcAcmHandler::new()) as Box<dyn usbip::UsbInterfaceHandler + Send>
@@ -25,6 +26,7 @@ pub fn cdc_acm(busid: &str, vendor: u16, product: u16) -> usbip::UsbDevice {
     device
 }
 
+/// A HID keyboard (046d:c31c) at `busid`.
 pub fn hid_keyboard(busid: &str) -> usbip::UsbDevice {
     let handler = Arc::new(Mutex::new(
         Box::new(usbip::hid::UsbHidKeyboardHandler::new_keyboard()) as Box<dyn usbip::UsbInterfaceHandler + Send>
@@ -53,12 +55,19 @@ fn named(device: &mut usbip::UsbDevice, busid: &str, vendor: u16, product: u16) 
 }
 
 /// Serves `devices` on a free loopback port until the test ends.
-pub async fn serve(devices: Vec<usbip::UsbDevice>) -> SocketAddr {
+pub async fn serve(devices: Vec<UsbDevice>) -> SocketAddr {
+    serve_changeable(devices).await.0
+}
+
+/// Serves `devices` on a free loopback port; the server, to add and remove
+/// devices while it serves (`add_device`, `remove_device`).
+pub async fn serve_changeable(devices: Vec<UsbDevice>) -> (SocketAddr, Arc<usbip::UsbIpServer>) {
     let addr = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap();
-    tokio::spawn(usbip::server(addr, Arc::new(usbip::UsbIpServer::new_simulated(devices))));
+    let server = Arc::new(usbip::UsbIpServer::new_simulated(devices));
+    tokio::spawn(usbip::server(addr, server.clone()));
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return addr;
+            return (addr, server);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
