@@ -523,10 +523,16 @@ mod tests {
         assert!(attacher.current().is_empty());
         assert!(fixture.vhci.used_ports().is_empty());
 
-        // A port that went free by itself is forgotten in the next round.
+        // A port that went free by itself is forgotten in the next round,
+        // and the evaluation is told: the device turns Unhealthy, then leaves.
         attacher.attach("devsieve.io/stick", &ids(), &fixture.devpath()).await.unwrap();
+        fixture.remote.set(&fixture.server, Listing::default());
+        let mut versions = fixture.remote.subscribe();
+        versions.borrow_and_update();
         fixture.vhci.detach(0).unwrap();
         release::release(&attacher, &held, &mut since, Duration::ZERO).await;
         assert!(attacher.current().is_empty());
+        assert!(versions.has_changed().unwrap(), "the change is announced");
+        assert!(!fixture.served());
     }
 }

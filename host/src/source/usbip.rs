@@ -32,9 +32,16 @@ use crate::support::backoff::Backoff;
 
 /// What each server said last, shared by the refresh tasks (which write)
 /// and the source (which reads); and the devices this node attached, which
-/// their servers no longer list but which are served while attached.
+/// their servers no longer list but which are served while attached. Every
+/// change bumps a version that [`supervise`] turns into a re-evaluation.
 #[derive(Clone, Debug, Default)]
-pub struct RemoteDevices(Arc<Mutex<Remote>>);
+pub struct RemoteDevices(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    remote: Mutex<Remote>,
+    version: tokio::sync::watch::Sender<u64>,
+}
 
 #[derive(Debug, Default)]
 struct Remote {
@@ -53,17 +60,27 @@ pub struct Listing {
 
 impl RemoteDevices {
     fn lock(&self) -> MutexGuard<'_, Remote> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0.remote.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records `listing` for `server`; whether it differs from the last.
-    pub fn set(&self, server: &Server, listing: Listing) -> bool {
+    fn bump(&self) {
+        self.0.version.send_modify(|version| *version += 1);
+    }
+
+    /// Told of every change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.version.subscribe()
+    }
+
+    /// Records `listing` for `server` (subscribers hear of it if it differs from the last).
+    pub fn set(&self, server: &Server, listing: Listing) {
         let mut remote = self.lock();
         if remote.listings.get(server) == Some(&listing) {
-            return false;
+            return;
         }
         remote.listings.insert(server.clone(), listing);
-        true
+        drop(remote);
+        self.bump();
     }
 
     /// `busid` as `server` last listed it.
@@ -75,19 +92,25 @@ impl RemoteDevices {
     /// Serves `device` of `server` whether or not its server lists it (it is attached here).
     pub fn pin(&self, server: &Server, device: ExportedDevice) {
         self.lock().pinned.insert(devpath(server, &device.busid), (server.clone(), device));
+        self.bump();
     }
 
-    /// Stops serving `busid` of `server` unless its server lists it.
+    /// Stops serving `busid` of `server` unless its server lists it (a
+    /// device that went away by itself: it turns Unhealthy, then leaves).
     pub fn unpin(&self, server: &Server, busid: &str) {
-        self.lock().pinned.remove(&devpath(server, busid));
+        if self.lock().pinned.remove(&devpath(server, busid)).is_some() {
+            self.bump();
+        }
     }
 
-    /// Forgets servers not in `servers`; whether any was forgotten.
-    fn retain(&self, servers: &[Server]) -> bool {
+    /// Forgets servers not in `servers`.
+    fn retain(&self, servers: &[Server]) {
         let listings = &mut self.lock().listings;
         let before = listings.len();
         listings.retain(|server, _| servers.contains(server));
-        listings.len() != before
+        if listings.len() != before {
+            self.bump();
+        }
     }
 
     /// Every server's last answer.
@@ -203,19 +226,24 @@ fn add_device(server: &Server, device: &ExportedDevice, needs: &Requirements, ta
 
 /// Keeps the servers of the settings in force listed: on each change of
 /// `settings`, the old servers' tasks stop, servers no longer configured
-/// are forgotten, and the new ones are listed at once.
+/// are forgotten, and the new ones are listed at once. `changed` is called
+/// after every change to what is served (a listing, an attach, a detach).
 pub async fn supervise(
     mut settings: tokio::sync::watch::Receiver<UsbipSettings>,
     remote: RemoteDevices,
     metrics: Arc<Metrics>,
-    changed: impl Fn() + Clone + Send + 'static,
+    changed: impl Fn() + Send + 'static,
 ) {
-    loop {
-        let current = settings.borrow_and_update().clone();
-        if remote.retain(&current.servers) {
+    let mut versions = remote.subscribe();
+    tokio::spawn(async move {
+        while versions.changed().await.is_ok() {
             changed();
         }
-        let tasks = refresh(&current, &remote, &metrics, changed.clone());
+    });
+    loop {
+        let current = settings.borrow_and_update().clone();
+        remote.retain(&current.servers);
+        let tasks = refresh(&current, &remote, &metrics);
         let closed = settings.changed().await.is_err();
         for task in tasks {
             task.abort();
@@ -227,13 +255,12 @@ pub async fn supervise(
 }
 
 /// Lists every configured server on its own task, forever: each listing
-/// is kept in `remote`, and `changed` is called when one differs from the
-/// last. Idle cost: one wake-up per server per refresh interval.
+/// is kept in `remote` (which tells its subscribers when one differs from
+/// the last). Idle cost: one wake-up per server per refresh interval.
 pub fn refresh(
     settings: &UsbipSettings,
     remote: &RemoteDevices,
     metrics: &Arc<Metrics>,
-    changed: impl Fn() + Clone + Send + 'static,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     settings
         .servers
@@ -246,7 +273,7 @@ pub fn refresh(
                 remote: remote.clone(),
                 metrics: metrics.clone(),
             };
-            tokio::spawn(lister.run(changed.clone()))
+            tokio::spawn(lister.run())
         })
         .collect()
 }
@@ -261,7 +288,7 @@ struct Lister {
 }
 
 impl Lister {
-    async fn run(self, changed: impl Fn()) {
+    async fn run(self) {
         let Lister { server, refresh, timeout, remote, metrics } = self;
         // A server that fails is asked again sooner, backing off up to the
         // refresh interval: one that comes back is seen within one interval.
@@ -280,9 +307,7 @@ impl Lister {
             };
             let failed = listing.error.is_some();
             metrics.usbip_listed(&server.to_string(), (!failed).then_some(listing.devices.len()));
-            if remote.set(&server, listing) {
-                changed();
-            }
+            remote.set(&server, listing);
             let delay = if failed { retry.next_delay() } else { refresh };
             tokio::time::sleep(delay).await;
         }
