@@ -11,7 +11,9 @@
 //!    gadget side (`/dev/ttyGS0`); the attachment is recorded;
 //! 3. while a pod holds it, it stays attached past the release grace; once
 //!    no pod holds it, the agent detaches it (the vhci port is free again);
-//! 4. real udev hotplug: the local gadget unplugged through its `UDC` file is
+//! 4. attached again, the server unbinds it (`usbip unbind`): the vhci port
+//!    goes away by itself, the device turns Unhealthy, its record is cleaned;
+//! 5. real udev hotplug: the local gadget unplugged through its `UDC` file is
 //!    reported Unhealthy, plugged again Healthy.
 //!
 //! Every step's time goes to stdout (`step NAME MS`); any failure exits 1
@@ -231,7 +233,38 @@ resources:
         run.fail(&format!("the detached device is still recorded: {state}"));
     }
 
-    // 4. Real hotplug of the local gadget through its UDC file.
+    // 4. Attached again, then the server unbinds it: the vhci port goes away
+    //    by itself; the device turns Unhealthy and its record is cleaned.
+    if let Err(e) =
+        kubelet.wait_devices(STICK, Duration::from_secs(20), |d| d.len() == 1 && d[0].health == "Healthy").await
+    {
+        run.fail(&format!("the detached device is not listed again: {e}"));
+    }
+    if let Err(status) = kubelet.allocate(STICK, vec![vec![id.clone()]]).await {
+        run.fail(&format!("the second Allocate failed: {}", status.message()));
+    }
+    pod_resources.hold("second-pod", STICK, std::slice::from_ref(&id));
+    let since = Instant::now();
+    let (ok, text) = sh("usbip unbind -b 1-1");
+    if !ok {
+        run.fail(&format!("usbip unbind -b 1-1: {text}"));
+    }
+    if let Err(e) =
+        kubelet.wait_devices(STICK, Duration::from_secs(20), |d| d.iter().all(|d| d.health == "Unhealthy")).await
+    {
+        run.fail(&format!("the device its server unbound is not Unhealthy: {e}"));
+    }
+    run.step("server-unbound-unhealthy", since);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(work.join("state/usbip-attachments.json")).unwrap_or_default().contains("\"busid\"") {
+        if Instant::now() > deadline {
+            run.fail("the attachment the server ended is still recorded");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pod_resources.release("second-pod");
+
+    // 5. Real hotplug of the local gadget through its UDC file.
     let udc = format!("{local_gadget}/UDC");
     let since = Instant::now();
     std::fs::write(&udc, "\n").unwrap();
