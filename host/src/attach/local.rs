@@ -94,12 +94,17 @@ fn wait_readable(monitor: &udev::MonitorSocket, timeout: Duration) -> std::io::R
     }
 }
 
-/// Interface classes that bring a device node once their driver binds:
-/// CDC (tty), HID (hidraw), video (video4linux), audio (sound). Others
-/// (vendor-specific ones like CH340 or CP210x) are waited for only once a
-/// driver is bound to them.
-fn expects_node(class: &str) -> bool {
-    matches!(class, "02" | "03" | "0e" | "01")
+/// Whether an interface brings a device node once its driver binds: CDC
+/// ACM (a tty), HID (hidraw), video (video4linux), audio (sound), and a
+/// vendor-specific one with a driver bound (ch341, cp210x, ftdi_sio make a
+/// ttyUSB). Others (CDC Ethernet, Bluetooth, mass storage's are block
+/// devices elsewhere) are not waited for.
+fn expects_node(interface: &udev::Device, attribute: impl Fn(&udev::Device, &str) -> String) -> bool {
+    match (attribute(interface, "bInterfaceClass").as_str(), attribute(interface, "bInterfaceSubClass").as_str()) {
+        ("02", "02") | ("03", _) | ("0e", _) | ("01", _) => true,
+        ("ff", _) => interface.driver().is_some(),
+        _ => false,
+    }
 }
 
 /// The device at `syspath` if it is ready, else what it still lacks.
@@ -121,24 +126,23 @@ fn readiness(syspath: &Path) -> Result<LocalDevice, String> {
     if interfaces.len() < interfaces_wanted {
         return Err(format!("{} of {interfaces_wanted} interfaces are there", interfaces.len()));
     }
+    if let Some(pending) = interfaces.iter().find(|i| !i.is_initialized()) {
+        return Err(format!("udev has not processed interface {} yet", pending.sysname().to_string_lossy()));
+    }
     let node_of = |d: &udev::Device| d.devnode().map(|n| n.to_string_lossy().into_owned());
-    let mut interface_nodes = Vec::new();
-    for interface in interfaces {
-        let nodes: Vec<String> = descendants
-            .iter()
-            .filter(|d| d.syspath() != interface.syspath() && d.syspath().starts_with(interface.syspath()))
-            .filter(|d| d.is_initialized())
-            .filter_map(node_of)
-            .collect();
-        let wanted = expects_node(&attribute(interface, "bInterfaceClass")) || interface.driver().is_some();
-        if wanted && nodes.is_empty() {
-            // A CDC data interface brings none: its control interface has the tty.
-            let data_only = attribute(interface, "bInterfaceClass") == "0a";
-            if !data_only {
-                return Err(format!("interface {} has no device node yet", interface.sysname().to_string_lossy()));
-            }
-        }
-        interface_nodes.extend(nodes);
+    let mut interface_nodes: Vec<String> = descendants
+        .iter()
+        .filter(|d| interfaces.iter().any(|i| d.syspath() != i.syspath() && d.syspath().starts_with(i.syspath())))
+        .filter(|d| d.is_initialized())
+        .filter_map(node_of)
+        .collect();
+    // A device whose interfaces bring nodes (a tty, a video or sound node,
+    // hidraw; or any a bound driver makes, as ch341 or cp210x do) is ready
+    // once one is there. Per interface would wait forever: a webcam's
+    // streaming interfaces and a CDC data interface have none of their own.
+    let brings_nodes = interfaces.iter().any(|i| expects_node(i, attribute));
+    if brings_nodes && interface_nodes.is_empty() {
+        return Err("its interfaces have no device node yet".to_string());
     }
     interface_nodes.sort();
     interface_nodes.dedup();

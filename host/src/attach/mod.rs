@@ -38,18 +38,26 @@ use vhci::{Vhci, VhciError};
 pub enum AttachError {
     #[error("{0:?} is not a USB/IP device (usbip://HOST:PORT/BUSID)")]
     NotRemote(String),
-    #[error("{}", import_message(busid, source))]
+    #[error("{devpath}: the attach task ended: {detail}")]
+    Ended { devpath: String, detail: String },
+    #[error("{}", import_message(server, busid, source))]
     Import { server: Server, busid: String, source: Box<ListError> },
     #[error("{busid} from USB/IP server {server}: attaching to vhci_hcd: {source}")]
     Vhci { server: Server, busid: String, source: Box<VhciError> },
-    #[error("{busid} from USB/IP server {server}, attached on vhci port {port}: {source}; detached again")]
-    NotReady { server: Server, busid: String, port: u32, source: WaitError },
-    #[error("recording the attachment: {0}")]
+    #[error("{busid} from USB/IP server {server}, attached on vhci port {port}: {source}; {undone}")]
+    NotReady { server: Server, busid: String, port: u32, source: WaitError, undone: &'static str },
+    #[error("{busid} from USB/IP server {server} is attached for {holder} already; one device serves one resource")]
+    OtherResource { server: Server, busid: String, holder: String },
+    #[error(
+        "{busid} from USB/IP server {server}: the server says bus {busnum} device {devnum}, beyond vhci_hcd's 16 bits each"
+    )]
+    DeviceNumber { server: Server, busid: String, busnum: u32, devnum: u32 },
+    #[error("recording the attachments: {0}")]
     State(#[from] StateError),
     #[error(transparent)]
     Controller(Box<VhciError>),
-    #[error("the attach task failed: {0}")]
-    Task(String),
+    #[error("{busid} from USB/IP server {server}: {what}: {detail}")]
+    Task { server: Server, busid: String, what: &'static str, detail: String },
 }
 
 /// How the attacher reaches the OS, and how long it may take.
@@ -93,10 +101,14 @@ impl Attacher {
     /// kernel still holds (the others are forgotten): each is served again.
     pub fn new(parts: AttacherParts) -> Result<Attacher, AttachError> {
         let recorded = parts.state.load()?;
-        let ports = parts.vhci.ports().unwrap_or_default();
-        let (held, gone): (BTreeMap<_, _>, BTreeMap<_, _>) = recorded.into_iter().partition(|(_, a)| {
-            ports.iter().any(|p| p.port == a.port && !p.is_free() && p.local_busid == a.local_busid)
-        });
+        let (held, gone): (BTreeMap<_, _>, BTreeMap<_, _>) = match parts.vhci.ports() {
+            Ok(ports) => recorded.into_iter().partition(|(_, a)| a.is_on(&ports)),
+            // What the kernel holds cannot be told now: keep every record.
+            Err(error) => {
+                tracing::warn!(%error, "cannot read vhci_hcd's ports; keeping every recorded attachment");
+                (recorded, BTreeMap::new())
+            }
+        };
         for attachment in gone.values() {
             parts.remote.unpin(&attachment.server, &attachment.busid);
             tracing::info!(device = %attachment.devpath(), port = attachment.port, "recorded attachment is gone from vhci_hcd; forgotten");
@@ -126,30 +138,42 @@ impl Attacher {
     }
 
     /// Attaches the remote device `devpath` for `resource`'s `device_ids`
-    /// (or finds it attached already) and waits until it is usable.
+    /// (or finds it attached already) and waits until it is usable. It runs
+    /// on a task of its own: a caller that gives up (the kubelet dropped the
+    /// call) leaves it to finish and record what it attached.
     pub async fn attach(
+        self: &Arc<Self>,
+        resource: &str,
+        device_ids: &[String],
+        devpath: &str,
+    ) -> Result<LocalDevice, AttachError> {
+        let this = self.clone();
+        let (resource, device_ids, owned) = (resource.to_string(), device_ids.to_vec(), devpath.to_string());
+        let task = tokio::spawn(async move { this.attach_here(&resource, &device_ids, &owned).await });
+        task.await.unwrap_or_else(|e| Err(AttachError::Ended { devpath: devpath.to_string(), detail: e.to_string() }))
+    }
+
+    async fn attach_here(
         &self,
         resource: &str,
         device_ids: &[String],
         devpath: &str,
     ) -> Result<LocalDevice, AttachError> {
         let (server, busid) = parse_devpath(devpath).ok_or_else(|| AttachError::NotRemote(devpath.into()))?;
-        let lock = self
-            .device_locks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry(devpath.to_string())
-            .or_default()
-            .clone();
+        let lock = self.device_lock(devpath);
         let _held = lock.lock().await;
 
         let existing = self.attachments().get(devpath).cloned();
         if let Some(attachment) = existing {
+            if attachment.resource != resource {
+                return Err(AttachError::OtherResource { server, busid, holder: attachment.resource });
+            }
             match self.ready(&attachment).await {
                 Ok(device) => return Ok(device),
                 Err(error) => {
                     tracing::warn!(device = %devpath, %error, "recorded attachment is not usable; attaching again");
-                    self.forget(devpath)?;
+                    // Ours, if the port still holds it: let it go before importing again.
+                    self.detach_recorded(devpath, &attachment)?;
                 }
             }
         }
@@ -168,7 +192,13 @@ impl Attacher {
         };
         metrics.usbip_operation(&server_name, "import", imported.is_ok());
         let (stream, device) = imported.map_err(import_error)?;
-        let stream = stream.into_std().map_err(|e| AttachError::Task(e.to_string()))?;
+        let task_error =
+            |what, detail: String| AttachError::Task { server: server.clone(), busid: busid.clone(), what, detail };
+        if device.busnum > 0xffff || device.devnum > 0xffff {
+            let (busnum, devnum) = (device.busnum, device.devnum);
+            return Err(AttachError::DeviceNumber { server, busid, busnum, devnum });
+        }
+        let stream = stream.into_std().map_err(|e| task_error("taking the import's socket", e.to_string()))?;
         // The kernel keeps this connection for the device's life: let TCP notice a dead peer.
         if let Err(error) = rustix::net::sockopt::set_socket_keepalive(&stream, true) {
             tracing::warn!(%server, %error, "cannot turn TCP keepalive on for an import");
@@ -177,7 +207,7 @@ impl Attacher {
         let vhci = self.parts.vhci.clone();
         let local = self.parts.local.clone();
         let sysfs_root = self.parts.sysfs_root.clone();
-        let devid = (device.busnum << 16) | device.devnum;
+        let devid = state::devid(&device);
         let speed = device.speed;
         let attached = tokio::task::spawn_blocking(move || {
             let port = vhci::attach_free_port(vhci.as_ref(), stream.as_fd(), devid, speed).map_err(Failure::Vhci)?;
@@ -187,22 +217,28 @@ impl Attacher {
             match local.wait_ready(&sysfs_root, &local_busid, timeout) {
                 Ok(ready) => Ok((port, ready)),
                 Err(error) => {
-                    if let Err(detach) = vhci.detach(port) {
-                        tracing::error!(port, error = %detach, "cannot detach a device that did not become usable");
-                    }
-                    Err(Failure::NotReady(port, error))
+                    let undone = match vhci.detach(port) {
+                        Ok(()) => "detached again",
+                        // The device left the port by itself.
+                        Err(VhciError::DetachRefused { .. }) => "the port is free again",
+                        Err(detach) => {
+                            tracing::error!(port, error = %detach, "cannot detach a device that did not become usable");
+                            "and it could not be detached (see the log)"
+                        }
+                    };
+                    Err(Failure::NotReady(port, error, undone))
                 }
             }
         })
         .await
-        .map_err(|e| AttachError::Task(e.to_string()))?;
+        .map_err(|e| task_error("the attach task", e.to_string()))?;
         metrics.usbip_operation(&server_name, "attach", attached.is_ok());
         let (port, ready) = attached.map_err(|failure| match failure {
             Failure::Vhci(source) => {
                 AttachError::Vhci { server: server.clone(), busid: busid.clone(), source: Box::new(source) }
             }
-            Failure::NotReady(port, source) => {
-                AttachError::NotReady { server: server.clone(), busid: busid.clone(), port, source }
+            Failure::NotReady(port, source, undone) => {
+                AttachError::NotReady { server: server.clone(), busid: busid.clone(), port, source, undone }
             }
         })?;
 
@@ -214,6 +250,8 @@ impl Attacher {
             device_ids: device_ids.to_vec(),
             port,
             local_busid,
+            devid,
+            attached_at: std::time::SystemTime::now(),
             device: listed.unwrap_or(device),
         };
         self.parts.remote.pin(&server, attachment.device.clone());
@@ -232,26 +270,49 @@ impl Attacher {
         let local = self.parts.local.clone();
         let vhci = self.parts.vhci.clone();
         let sysfs_root = self.parts.sysfs_root.clone();
-        let (port, expected) = (attachment.port, attachment.local_busid.clone());
+        let attachment = attachment.clone();
         let timeout = self.parts.timeout;
         tokio::task::spawn_blocking(move || {
-            let local_busid = || match local_busid_of(vhci.as_ref(), port) {
-                Ok(Some(busid)) if busid != expected => {
-                    Err(format!("vhci port {port} now holds {busid}, not {expected}"))
+            let local_busid = || {
+                let ports = vhci.ports().map_err(|e| e.to_string())?;
+                if !attachment.is_on(&ports) {
+                    return Err(format!("vhci port {} no longer holds it", attachment.port));
                 }
-                other => other,
+                local_busid_of(vhci.as_ref(), attachment.port)
             };
             local.wait_ready(&sysfs_root, &local_busid, timeout)
         })
         .await
-        .unwrap_or_else(|e| Err(WaitError::Timeout { timeout, missing: e.to_string() }))
+        .unwrap_or_else(|e| Err(WaitError::Gone(format!("the readiness check failed: {e}"))))
     }
 
-    /// Detaches `devpath` and forgets it (a device nobody holds).
-    pub fn detach(&self, devpath: &str) -> Result<(), AttachError> {
-        let Some(attachment) = self.attachments().get(devpath).cloned() else {
+    fn device_lock(&self, devpath: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.device_locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(devpath.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Detaches `judged` (an attachment nobody holds) and forgets it, unless
+    /// it changed since it was judged (an `Allocate` attached it anew).
+    pub async fn detach(&self, devpath: &str, judged: &Attachment) -> Result<(), AttachError> {
+        let lock = self.device_lock(devpath);
+        let _held = lock.lock().await;
+        if self.attachments().get(devpath) != Some(judged) {
             return Ok(());
-        };
+        }
+        self.detach_recorded(devpath, judged)
+    }
+
+    /// Detaches `attachment` if its port still holds it (never a device that
+    /// took the port since), then forgets it. The caller holds its lock.
+    fn detach_recorded(&self, devpath: &str, attachment: &Attachment) -> Result<(), AttachError> {
+        let on_port = self.parts.vhci.ports().map(|ports| attachment.is_on(&ports));
+        if matches!(on_port, Ok(false)) {
+            return self.forget(devpath);
+        }
         let detached = self.parts.vhci.detach(attachment.port);
         let gone_already = matches!(detached, Err(VhciError::DetachRefused { .. }));
         self.parts.metrics.usbip_operation(&attachment.server.to_string(), "detach", detached.is_ok() || gone_already);
@@ -260,8 +321,8 @@ impl Attacher {
             // Gone by itself already (the server unbound it, the network went).
             Err(VhciError::DetachRefused { .. }) => {}
             Err(source) => {
-                let source = Box::new(source);
-                return Err(AttachError::Vhci { server: attachment.server, busid: attachment.busid, source });
+                let (server, busid, source) = (attachment.server.clone(), attachment.busid.clone(), Box::new(source));
+                return Err(AttachError::Vhci { server, busid, source });
             }
         }
         self.forget(devpath)
@@ -283,12 +344,8 @@ impl Attacher {
         let Ok(ports) = self.parts.vhci.ports() else {
             return Ok(Vec::new());
         };
-        let vanished: Vec<String> = self
-            .attachments()
-            .iter()
-            .filter(|(_, a)| !ports.iter().any(|p| p.port == a.port && !p.is_free()))
-            .map(|(devpath, _)| devpath.clone())
-            .collect();
+        let vanished: Vec<String> =
+            self.attachments().iter().filter(|(_, a)| !a.is_on(&ports)).map(|(devpath, _)| devpath.clone()).collect();
         for devpath in &vanished {
             tracing::warn!(device = %devpath, "attached device went away by itself (server unbound it, or the network was lost)");
             self.forget(devpath)?;
@@ -297,17 +354,20 @@ impl Attacher {
     }
 }
 
-/// A refusal names the server and the device already; other failures name the server only.
-fn import_message(busid: &str, source: &ListError) -> String {
+/// The configured server, the busid, then what went wrong (a refusal's
+/// reason; otherwise the client's error, which names the address it reached).
+fn import_message(server: &Server, busid: &str, source: &ListError) -> String {
     match source {
-        ListError::Usbip(devsieve_proto::usbip::UsbipError::Refused { .. }) => source.to_string(),
-        _ => format!("{source} (importing {busid})"),
+        ListError::Usbip(devsieve_proto::usbip::UsbipError::Refused { refused, .. }) => {
+            format!("USB/IP server {server}: importing {busid}: {refused}")
+        }
+        _ => format!("USB/IP server {server}: importing {busid}: {source}"),
     }
 }
 
 enum Failure {
     Vhci(VhciError),
-    NotReady(u32, WaitError),
+    NotReady(u32, WaitError, &'static str),
 }
 
 /// The local busid the kernel gave the device on `port`, once it has
@@ -383,17 +443,19 @@ mod tests {
             Fixture { server, vhci: Arc::new(FakeVhci::new(2)), remote, state_dir: tempfile::tempdir().unwrap() }
         }
 
-        fn attacher(&self, ready: bool) -> Attacher {
-            Attacher::new(AttacherParts {
-                vhci: self.vhci.clone(),
-                local: Arc::new(FakeLocal { ready }),
-                sysfs_root: "/sys".into(),
-                state: StateFile::in_dir(self.state_dir.path()),
-                timeout: Duration::from_secs(5),
-                remote: self.remote.clone(),
-                metrics: Arc::new(Metrics::new()),
-            })
-            .unwrap()
+        fn attacher(&self, ready: bool) -> Arc<Attacher> {
+            Arc::new(
+                Attacher::new(AttacherParts {
+                    vhci: self.vhci.clone(),
+                    local: Arc::new(FakeLocal { ready }),
+                    sysfs_root: "/sys".into(),
+                    state: StateFile::in_dir(self.state_dir.path()),
+                    timeout: Duration::from_secs(5),
+                    remote: self.remote.clone(),
+                    metrics: Arc::new(Metrics::new()),
+                })
+                .unwrap(),
+            )
         }
 
         fn devpath(&self) -> String {
@@ -443,7 +505,8 @@ mod tests {
         attacher.attach("devsieve.io/stick", &ids(), &fixture.devpath()).await.unwrap();
         assert_eq!(fixture.vhci.used_ports(), [0]);
 
-        attacher.detach(&fixture.devpath()).unwrap();
+        let judged = attacher.current()[&fixture.devpath()].clone();
+        attacher.detach(&fixture.devpath(), &judged).await.unwrap();
         assert!(fixture.vhci.used_ports().is_empty());
         assert!(StateFile::in_dir(fixture.state_dir.path()).load().unwrap().is_empty());
         assert!(!fixture.served(), "detached and unlisted: gone");
@@ -495,6 +558,36 @@ mod tests {
         assert!(!fixture.served());
     }
 
+    #[tokio::test]
+    async fn a_port_another_device_took_is_never_detached_for_the_one_that_left() {
+        let fixture = Fixture::new().await;
+        let attacher = fixture.attacher(true);
+        attacher.attach("devsieve.io/stick", &ids(), &fixture.devpath()).await.unwrap();
+        let judged = attacher.current()[&fixture.devpath()].clone();
+        // Ours went away by itself, and another device was attached on the same port.
+        fixture.vhci.detach(0).unwrap();
+        fixture.vhci.occupy(0, 0x0007_0007);
+        attacher.detach(&fixture.devpath(), &judged).await.unwrap();
+        assert_eq!(fixture.vhci.used_ports(), [0], "the other device stays attached");
+        assert!(attacher.current().is_empty(), "ours is forgotten");
+        // And the release loop's check tells them apart too.
+        attacher.attach("devsieve.io/stick", &ids(), &fixture.devpath()).await.unwrap();
+        let port = attacher.current()[&fixture.devpath()].port;
+        assert_eq!(port, 1, "the next free port");
+        fixture.vhci.detach(1).unwrap();
+        fixture.vhci.occupy(1, 0x0008_0008);
+        assert_eq!(attacher.forget_vanished().unwrap(), [fixture.devpath()]);
+    }
+
+    #[tokio::test]
+    async fn one_device_serves_one_resource() {
+        let fixture = Fixture::new().await;
+        let attacher = fixture.attacher(true);
+        attacher.attach("devsieve.io/stick", &ids(), &fixture.devpath()).await.unwrap();
+        let error = attacher.attach("devsieve.io/other", &ids(), &fixture.devpath()).await.unwrap_err().to_string();
+        assert!(error.contains("is attached for devsieve.io/stick already"), "{error}");
+    }
+
     struct Holding(Held);
 
     impl PodResources for Holding {
@@ -508,7 +601,7 @@ mod tests {
         let fixture = Fixture::new().await;
         let attacher = fixture.attacher(true);
         attacher.attach("devsieve.io/stick", &ids(), &fixture.devpath()).await.unwrap();
-        let mut since = BTreeMap::new();
+        let mut since = release::Unheld::new();
 
         // A container holds the second unit: kept.
         let held = Holding([("devsieve.io/stick".to_string(), "stick-1".to_string())].into());

@@ -1,10 +1,11 @@
 //! Release: detaching what no container holds. The kubelet has no
 //! deallocate call; its pod-resources API (`List`) says which device ids
-//! containers hold. It is asked once at start (attachments a previous run
-//! left that nobody holds are detached at once) and then only while
-//! something is attached: an agent with no attachment does no periodic work.
-//! An attachment nobody holds for the grace period is detached; one whose
-//! vhci port went free by itself is forgotten.
+//! containers hold. It is asked only while something is attached (so, at
+//! start, when a previous run left attachments): an agent with no
+//! attachment does no periodic work. An attachment nobody holds for the
+//! grace period is detached — at start too, since a kubelet that has just
+//! restarted may list no pod yet; one whose vhci port went free by itself
+//! is forgotten.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -20,6 +21,10 @@ use super::Attacher;
 
 /// `(resource, device id)` pairs that containers hold.
 pub type Held = BTreeSet<(String, String)>;
+
+/// Per devpath: since when nobody has held it, for the attachment made at
+/// that time (an attachment made anew starts its grace period again).
+pub type Unheld = BTreeMap<String, (std::time::SystemTime, Instant)>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PodResourcesError {
@@ -78,11 +83,7 @@ pub async fn run(
     options: ReleaseOptions,
     shutdown: CancellationToken,
 ) {
-    let mut unheld_since: BTreeMap<String, Instant> = BTreeMap::new();
-    // At start, a previous run's attachments nobody holds go at once.
-    if !attacher.current().is_empty() {
-        release(&attacher, &pods, &mut unheld_since, Duration::ZERO).await;
-    }
+    let mut unheld_since = Unheld::new();
     loop {
         if attacher.current().is_empty() {
             unheld_since.clear();
@@ -90,6 +91,8 @@ pub async fn run(
                 _ = attacher.attached.notified() => {}
                 _ = shutdown.cancelled() => return,
             }
+            // A permit stored while something was attached wakes this at once: look again.
+            continue;
         }
         tokio::select! {
             _ = tokio::time::sleep(options.interval) => {}
@@ -101,12 +104,7 @@ pub async fn run(
 
 /// One round: forget what went away by itself, then detach what nobody
 /// has held for `grace`.
-pub async fn release(
-    attacher: &Attacher,
-    pods: &impl PodResources,
-    unheld_since: &mut BTreeMap<String, Instant>,
-    grace: Duration,
-) {
+pub async fn release(attacher: &Attacher, pods: &impl PodResources, unheld_since: &mut Unheld, grace: Duration) {
     if let Err(error) = attacher.forget_vanished() {
         tracing::error!(error = %crate::support::error_chain(&error), "cannot record a vanished attachment");
     }
@@ -127,9 +125,12 @@ pub async fn release(
             unheld_since.remove(&devpath);
             continue;
         }
-        let since = *unheld_since.entry(devpath.clone()).or_insert(now);
-        if now.duration_since(since) >= grace {
-            match attacher.detach(&devpath) {
+        let entry = unheld_since.entry(devpath.clone()).or_insert((attachment.attached_at, now));
+        if entry.0 != attachment.attached_at {
+            *entry = (attachment.attached_at, now);
+        }
+        if now.duration_since(entry.1) >= grace {
+            match attacher.detach(&devpath, &attachment).await {
                 Ok(()) => {
                     unheld_since.remove(&devpath);
                     tracing::info!(device = %devpath, resource = %attachment.resource, "no container holds it: detached");

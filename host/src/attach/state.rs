@@ -26,12 +26,28 @@ pub struct Attachment {
     /// The vhci port it was attached on, and the local busid the kernel gave it.
     pub port: u32,
     pub local_busid: String,
+    /// What was written to `attach` as the device: the remote bus and
+    /// device number (`busnum << 16 | devnum`), which vhci_hcd's status
+    /// shows for the port; a port another device took shows another.
+    pub devid: u32,
+    /// When it was attached: an attachment made anew is another one.
+    pub attached_at: std::time::SystemTime,
     /// The device as its server described it, served while it is attached
     /// (its server no longer lists it).
     pub device: ExportedDevice,
 }
 
+/// vhci_hcd's device id of `device`: its remote bus and device number, 16 bits each.
+pub fn devid(device: &ExportedDevice) -> u32 {
+    (device.busnum << 16) | (device.devnum & 0xffff)
+}
+
 impl Attachment {
+    /// Whether vhci_hcd's `ports` show this device on its port.
+    pub fn is_on(&self, ports: &[super::vhci::PortStatus]) -> bool {
+        ports.iter().any(|p| p.port == self.port && !p.is_free() && p.devid == self.devid)
+    }
+
     /// Its remote devpath, `usbip://HOST:PORT/BUSID`: the key.
     pub fn devpath(&self) -> String {
         crate::source::usbip::devpath(&self.server, &self.busid)
@@ -42,7 +58,7 @@ impl Attachment {
 pub enum StateError {
     #[error("{}: cannot read: {source}", .file.display())]
     Read { file: PathBuf, source: std::io::Error },
-    #[error("{}: not an attachment record (delete it to start over; attached devices are then detached): {source}", .file.display())]
+    #[error("{}: not an attachment record: {source}; delete it to start over (what it recorded stays attached: `usbip port` lists it, `usbip detach -p PORT` detaches it)", .file.display())]
     Parse { file: PathBuf, source: serde_json::Error },
     #[error("{}: cannot write: {source}", .file.display())]
     Write { file: PathBuf, source: std::io::Error },
@@ -100,6 +116,8 @@ mod tests {
             device_ids: vec![format!("{busid}-id")],
             port,
             local_busid: format!("2-{}", port + 1),
+            devid: (1 << 16) | (port + 2),
+            attached_at: std::time::SystemTime::UNIX_EPOCH,
             device: ExportedDevice {
                 path: format!("/sys/devices/platform/dummy_hcd.0/usb1/{busid}"),
                 busid: busid.into(),

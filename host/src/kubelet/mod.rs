@@ -68,7 +68,7 @@ pub struct AdvertiserOptions {
     pub attacher: Attach,
 }
 
-/// The attacher, or why this node cannot attach (no vhci_hcd, no state directory).
+/// The attacher, or why this node cannot attach (no vhci_hcd, a damaged attachment record).
 pub type Attach = Result<Arc<Attacher>, Arc<str>>;
 
 /// What the advertiser reports to `/readyz` and `/status`.
