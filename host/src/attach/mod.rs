@@ -213,7 +213,7 @@ impl Attacher {
             let port = vhci::attach_free_port(vhci.as_ref(), stream.as_fd(), devid, speed).map_err(Failure::Vhci)?;
             // The kernel holds its own reference to the socket now.
             drop(stream);
-            let local_busid = || local_busid_of(vhci.as_ref(), port);
+            let local_busid = || local_busid_of(&vhci.ports().map_err(|e| e.to_string())?, port);
             match local.wait_ready(&sysfs_root, &local_busid, timeout) {
                 Ok(ready) => Ok((port, ready)),
                 Err(error) => {
@@ -278,7 +278,7 @@ impl Attacher {
                 if !attachment.is_on(&ports) {
                     return Err(format!("vhci port {} no longer holds it", attachment.port));
                 }
-                local_busid_of(vhci.as_ref(), attachment.port)
+                local_busid_of(&ports, attachment.port)
             };
             local.wait_ready(&sysfs_root, &local_busid, timeout)
         })
@@ -370,15 +370,14 @@ enum Failure {
     NotReady(u32, WaitError, &'static str),
 }
 
-/// The local busid the kernel gave the device on `port`, once it has
-/// enumerated it (`0-0` until then).
-fn local_busid_of(vhci: &dyn Vhci, port: u32) -> Result<Option<String>, String> {
-    let ports = vhci.ports().map_err(|e| e.to_string())?;
-    let status = ports.into_iter().find(|p| p.port == port).ok_or_else(|| format!("vhci port {port} is not listed"))?;
+/// The local busid the kernel gave the device on `port` (of `ports`, as
+/// vhci_hcd lists them), once it has enumerated it (`0-0` until then).
+fn local_busid_of(ports: &[vhci::PortStatus], port: u32) -> Result<Option<String>, String> {
+    let status = ports.iter().find(|p| p.port == port).ok_or_else(|| format!("vhci port {port} is not listed"))?;
     if status.is_free() {
         return Err(format!("vhci port {port} is free again: the device went away"));
     }
-    Ok((status.local_busid != "0-0").then_some(status.local_busid))
+    Ok((status.local_busid != "0-0").then(|| status.local_busid.clone()))
 }
 
 #[cfg(test)]
