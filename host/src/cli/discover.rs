@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{Cli, block_on, exit_code, render};
+use super::{Cli, block_on, exit_code, render, warn_ignored_fields};
 use crate::config::Config;
 use crate::evaluation;
 use crate::handler::Compiler;
@@ -37,6 +37,7 @@ pub(super) struct Report {
 
 pub(super) fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
+    warn_ignored_fields(&config);
     let runtime = cli.runtime(Compiler::in_process())?;
     let fetched = block_on(evaluation::fetch(&cli.loader(), &config))?;
     let remote = block_on(usbip::list_once(&config.usbip))?;

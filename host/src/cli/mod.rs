@@ -6,6 +6,7 @@ mod bench;
 mod compile;
 mod discover;
 mod handler;
+mod import;
 mod render;
 mod run;
 mod status;
@@ -68,6 +69,7 @@ struct Cli {
 enum Command {
     Discover(discover::Args),
     Validate(validate::Args),
+    Import(import::Args),
     Run(Box<run::Args>),
     Status(status::Args),
     /// Work with handler components.
@@ -97,6 +99,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Discover(args) => discover::run(&cli, args),
         Command::Validate(args) => validate::run(&cli, args),
+        Command::Import(args) => import::run(args),
         Command::Run(args) => run::run(&cli, args),
         Command::Status(args) => status::run(args),
         Command::Handler { command } => handler::run(&cli, command),
@@ -153,6 +156,14 @@ fn default_cache_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
         .map(|base| base.join("devsieve"))
+}
+
+/// Tells the person running a one-shot command which fields of a peer's
+/// file devsieve does not act on.
+fn warn_ignored_fields(config: &crate::config::Config) {
+    for note in config.ignored_fields() {
+        eprintln!("warning: {}: {note}", config.file.display());
+    }
 }
 
 /// The exit code of a command that reports per resource.

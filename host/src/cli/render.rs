@@ -154,6 +154,9 @@ pub(super) fn status_table(report: &StatusReport, now: SystemTime) -> String {
         if let Some(error) = &resource.last_error {
             let _ = writeln!(out, "  error: {error}");
         }
+        if let Some(error) = &resource.cdi_error {
+            let _ = writeln!(out, "  CDI: {error}; its new devices are not advertised");
+        }
     }
     for server in &report.usbip_servers {
         match &server.error {
@@ -226,6 +229,7 @@ mod tests {
                 last_evaluation_at: Some(100.0),
                 last_evaluation_ms: Some(0.5),
                 last_error: Some("handler trapped".into()),
+                cdi_error: Some("cannot write the CDI spec /var/run/cdi/x.json: read-only".into()),
             }],
             usbip_servers: vec![
                 ServerReport { server: "10.0.0.5:3240".into(), devices: 2, error: None },
@@ -241,6 +245,7 @@ mod tests {
         };
         let text = status_table(&report, SystemTime::UNIX_EPOCH + Duration::from_secs(165));
         assert!(text.contains("generation 3"), "{text}");
+        assert!(text.contains("  CDI: cannot write the CDI spec /var/run/cdi/x.json: read-only; its new"), "{text}");
         assert!(
             text.contains("last change refused (the previous config is serving): resources[0].name: bad"),
             "{text}"

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{Cli, block_on, exit_code};
+use super::{Cli, block_on, exit_code, warn_ignored_fields};
 use crate::config::Config;
 use crate::evaluation;
 use crate::handler::Compiler;
@@ -18,6 +18,7 @@ pub(super) struct Args {
 
 pub(super) fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
+    warn_ignored_fields(&config);
     let runtime = cli.runtime(Compiler::in_process())?;
     let fetched = block_on(evaluation::fetch(&cli.loader(), &config))?;
     let mut failed = false;

@@ -14,31 +14,40 @@
 
 //! Handler references (`handler:`) are described in [`reference`], USB/IP
 //! servers (`usbip:`) and resources that take remote devices (`from:`) in
-//! [`usbip`], which also reads usbip-device-plugin's `config.yaml`.
+//! [`usbip`]. The files of the systems devsieve replaces (generic-device-plugin,
+//! Akri, usbip-device-plugin) are read as they are, in [`peer`].
 
+mod peer;
 mod reference;
 mod usbip;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::GrantedNode;
 use crate::support::names::{self, NameError};
 use crate::support::paths::is_normal_absolute;
+pub use peer::{Format, Imported, Note, NoteKind, PeerError, USBIP_PLUGIN_DOMAIN};
 pub use reference::{ConfigMapRef, HandlerRef, OciRef, ReferenceError};
-pub use usbip::{Server, USBIP_PLUGIN_DOMAIN, UsbipSettings, UsbipSettingsError};
+pub use usbip::{Server, UsbipSettings, UsbipSettingsError};
 
 /// The resource domain when the config names none. Never changes once released.
 pub const DEFAULT_DOMAIN: &str = "devsieve.io";
 /// Where a resource's device nodes, globs and mounts may point when it names no `allowedRoots`.
 const DEFAULT_ROOT: &str = "/dev";
 
+/// The largest config file read: far beyond any real config (a few KiB),
+/// small enough that a runaway file never costs the agent its memory.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
     Read { file: PathBuf, source: std::io::Error },
+    #[error("{file}: larger than {} MiB; a config file is at most that", MAX_CONFIG_BYTES >> 20)]
+    TooLarge { file: PathBuf },
     #[error("{file}: {location}{message}")]
     Syntax { file: PathBuf, location: String, message: String },
     #[error("{file}: {field}: {source}")]
@@ -73,11 +82,13 @@ pub enum FieldError {
     OutsideRoots { path: PathBuf, roots: String },
     #[error("{0:?} is not a permission set: use any of r, w, m")]
     Permissions(String),
+    #[error(transparent)]
+    Peer(PeerError),
 }
 
 /// Which devices a resource takes: this node's own (udev devices and
 /// files), those of the configured USB/IP servers, or both.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Locality {
     #[default]
@@ -98,44 +109,54 @@ impl Locality {
 
 /// A device node on the host granted with every group of a resource
 /// (usbip-device-plugin's `extras`).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ExtraNode {
     host_path: PathBuf,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     container_path: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     permissions: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// The config file as written; also what a peer's file is read into (and
+/// `devsieve import` prints), so it serializes back to the same text shape.
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawConfig {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     domain: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     usbip: Option<usbip::RawUsbip>,
     resources: Vec<RawResource>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawResource {
     name: String,
     handler: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     allowed_roots: Option<Vec<PathBuf>>,
     /// Lets an OCI handler reference name a tag without a digest.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     allow_tags: bool,
-    #[serde(default = "empty_object")]
-    config: serde_json::Value,
-    #[serde(default)]
-    cdi: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_local")]
     from: Locality,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    cdi: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     extra_device_nodes: Vec<ExtraNode>,
+    #[serde(default = "empty_object", skip_serializing_if = "is_empty_object")]
+    config: serde_json::Value,
+}
+
+fn is_local(from: &Locality) -> bool {
+    *from == Locality::Local
+}
+
+fn is_empty_object(value: &serde_json::Value) -> bool {
+    value.as_object().is_some_and(serde_json::Map::is_empty)
 }
 
 impl Default for RawResource {
@@ -168,7 +189,14 @@ fn bare_yaml_message(text: &str) -> &str {
 
 /// `text` as `T`, an error naming the file, the position and the field.
 fn deserialize<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
-    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+    deserialize_from(file, serde_yaml_ng::Deserializer::from_str(text))
+}
+
+/// One YAML document as `T`, an error naming the file, the position and the field.
+fn deserialize_from<'de, T: serde::Deserialize<'de>>(
+    file: &Path,
+    deserializer: serde_yaml_ng::Deserializer<'de>,
+) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
@@ -245,25 +273,35 @@ pub struct Config {
     pub domain: String,
     pub usbip: UsbipSettings,
     pub resources: Vec<Resource>,
+    /// The kind of file it was read from: devsieve's own, or a peer's.
+    pub format: Format,
+    /// What a peer's file said that devsieve reads differently or not at all.
+    pub notes: Vec<Note>,
 }
 
 impl Config {
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_path_buf(), source })?;
-        Config::parse(file, &text)
+        Imported::load(file)?.check(file)
     }
 
     /// Parses `text` as the contents of `file` (which names errors and
-    /// anchors relative handler paths).
+    /// anchors relative handler paths): devsieve's own config or a peer's
+    /// file, by its shape.
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
-        let shape: Option<serde_yaml_ng::Value> = serde_yaml_ng::from_str(text).ok();
-        let raw = if shape.as_ref().is_some_and(usbip::is_plugin_config) {
-            deserialize::<usbip::PluginConfig>(file, text)?.into_raw()
-        } else {
-            deserialize::<RawConfig>(file, text)?
-        };
-        Config::check(file, raw)
+        Imported::parse(file, text)?.check(file)
+    }
+
+    /// The notes about fields devsieve does not act on: what the agent and
+    /// the one-shot commands warn about.
+    pub fn ignored_fields(&self) -> impl Iterator<Item = &Note> {
+        self.notes.iter().filter(|note| note.kind == NoteKind::Ignored)
+    }
+
+    /// Logs each field devsieve does not act on, once per load.
+    pub fn log_ignored_fields(&self) {
+        for note in self.ignored_fields() {
+            tracing::warn!(file = %self.file.display(), format = %self.format, "{note}");
+        }
     }
 
     fn check(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
@@ -324,7 +362,39 @@ impl Config {
                 extra_device_nodes,
             });
         }
-        Ok(Config { file: file.to_path_buf(), domain, usbip, resources })
+        Ok(Config { file: file.to_path_buf(), domain, usbip, resources, format: Format::Devsieve, notes: Vec::new() })
+    }
+}
+
+/// The text of the config file `file`, at most [`MAX_CONFIG_BYTES`].
+pub fn read_file(file: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let read_error = |source| ConfigError::Read { file: file.to_path_buf(), source };
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
+        .map_err(read_error)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge { file: file.to_path_buf() });
+    }
+    Ok(text)
+}
+
+impl Imported {
+    /// Reads `file`, devsieve's own config or a peer's, without checking it.
+    pub fn load(file: &Path) -> Result<Imported, ConfigError> {
+        Imported::parse(file, &read_file(file)?)
+    }
+
+    /// Reads `text` as the contents of `file`, by its shape, without checking it.
+    pub fn parse(file: &Path, text: &str) -> Result<Imported, ConfigError> {
+        peer::read(file, text)
+    }
+
+    /// The config checked as the agent checks it.
+    pub fn check(self, file: &Path) -> Result<Config, ConfigError> {
+        let config = Config::check(file, self.raw)?;
+        Ok(Config { format: self.format, notes: self.notes, ..config })
     }
 }
 
