@@ -1,66 +1,16 @@
-{{/* The chart's name, or nameOverride. */}}
-{{- define "devsieve.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
-{{/* Object names: fullnameOverride, else the release name (with the chart's name when it lacks it). */}}
-{{- define "devsieve.fullname" -}}
-{{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- $name := default .Chart.Name .Values.nameOverride }}
-{{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
-{{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
-{{- end }}
-{{- end }}
-{{- end }}
-
+{{/*
+Deliberately plain: the templates use only `{{ .Values.x }}`, `| quote`,
+`if`/`else`/`end`, `include` of these helpers and `toYaml ... | nindent N`,
+so that tests/deploy renders them without Helm (none installs on the CI
+machines) and checks them object by object against the plain manifests.
+Object names are fixed (`devsieve`, as in deploy/): one agent per node.
+*/}}
 {{- define "devsieve.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "devsieve.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: devsieve
 {{- end }}
 
 {{- define "devsieve.labels" -}}
-{{ include "devsieve.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/name: devsieve
 app.kubernetes.io/managed-by: {{ .Release.Service }}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
-{{- define "devsieve.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create }}
-{{- default (include "devsieve.fullname" .) .Values.serviceAccount.name }}
-{{- else }}
-{{- default "default" .Values.serviceAccount.name }}
-{{- end }}
-{{- end }}
-
-{{/* Whether listen.host is a loopback address ("true" or ""). */}}
-{{- define "devsieve.loopback" -}}
-{{- $host := toString .Values.listen.host }}
-{{- if or (hasPrefix "127." $host) (eq $host "::1") (eq $host "localhost") }}true{{ end }}
-{{- end }}
-
-{{/* The value of --listen: HOST:PORT, with $(POD_IP) for podIP and brackets for IPv6. */}}
-{{- define "devsieve.listen" -}}
-{{- $host := toString .Values.listen.host }}
-{{- if eq $host "podIP" }}
-{{- printf "$(POD_IP):%v" .Values.listen.port }}
-{{- else if contains ":" $host }}
-{{- printf "[%s]:%v" $host .Values.listen.port }}
-{{- else }}
-{{- printf "%s:%v" $host .Values.listen.port }}
-{{- end }}
-{{- end }}
-
-{{/*
-The probes' host: the listen address when it is a single address the
-kubelet can reach on the node; nothing (the pod IP, which is the node's)
-for podIP and the wildcards.
-*/}}
-{{- define "devsieve.probeHost" -}}
-{{- $host := toString .Values.listen.host }}
-{{- if not (has $host (list "podIP" "0.0.0.0" "::")) }}{{ $host }}{{ end }}
+helm.sh/chart: devsieve-{{ .Chart.Version }}
 {{- end }}
