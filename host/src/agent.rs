@@ -68,8 +68,32 @@ pub enum AgentError {
     Io { what: &'static str, source: std::io::Error },
 }
 
+impl AgentOptions {
+    /// Every path made absolute against the working directory (symlinks
+    /// left as they are: a ConfigMap volume swaps its `..data` link). The
+    /// agent watches the directories its files are in, and the directory of
+    /// `config.yaml` is `""`, not the working directory: a relative path
+    /// must mean the same to every part of the agent.
+    fn absolute(mut self) -> Result<AgentOptions, AgentError> {
+        for path in [
+            &mut self.config_file,
+            &mut self.plugin_dir,
+            &mut self.cdi_dir,
+            &mut self.sysfs_root,
+            &mut self.state_dir,
+            &mut self.pod_resources_socket,
+        ] {
+            *path = std::path::absolute(&*path)
+                .map_err(|source| AgentError::Io { what: "finding the working directory", source })?;
+        }
+        Ok(self)
+    }
+}
+
 pub fn run(options: AgentOptions, runtime: Runtime, loader: Loader) -> Result<(), AgentError> {
+    let options = options.absolute()?;
     let config = Config::load(&options.config_file)?;
+    config.log_ignored_fields();
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

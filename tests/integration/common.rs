@@ -57,6 +57,9 @@ pub fn under_umockdev(tree: &Path, command: &Command) -> Output {
             None => wrapped.env_remove(key),
         };
     }
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
     wrapped.arg("--device").arg(tree).arg("--").arg(command.get_program()).args(command.get_args());
     wrapped.output().expect("running umockdev-run")
 }
@@ -79,4 +82,72 @@ pub fn granted_nodes(report: &serde_json::Value) -> Vec<String> {
         .collect();
     nodes.sort();
     nodes
+}
+
+/// What is compared: groups in id order; members, device nodes, mounts and env
+/// as sets (their order carries no meaning: the env's UDEV_DEVNODE_<i> names
+/// already tie each node to its number).
+pub fn normalize(reports: &serde_json::Value) -> serde_json::Value {
+    let mut reports = reports.clone();
+    let sort_by_json = |value: &mut serde_json::Value| {
+        if let Some(items) = value.as_array_mut() {
+            items.sort_by_key(|item| item.to_string());
+        }
+    };
+    for report in reports.as_array_mut().into_iter().flatten() {
+        if let Some(groups) = report.get_mut("groups").and_then(serde_json::Value::as_array_mut) {
+            for group in groups.iter_mut() {
+                for key in ["members", "device_nodes", "mounts", "env"] {
+                    if let Some(value) = group.get_mut(key) {
+                        sort_by_json(value);
+                    }
+                }
+            }
+            groups.sort_by_key(|group| group["id"].to_string());
+        }
+    }
+    reports
+}
+
+/// A line diff (longest common subsequence; the files are small).
+pub fn diff(expected: &str, actual: &str) -> String {
+    let a: Vec<&str> = expected.lines().collect();
+    let b: Vec<&str> = actual.lines().collect();
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut lines: Vec<(char, &str)> = Vec::new();
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            lines.push((' ', a[i]));
+            i += 1;
+            j += 1;
+        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            lines.push(('+', b[j]));
+            j += 1;
+        } else {
+            lines.push(('-', a[i]));
+            i += 1;
+        }
+    }
+    // Changed lines with 4 lines of context; `...` where lines are left out.
+    const CONTEXT: usize = 4;
+    let changed: Vec<usize> = (0..lines.len()).filter(|&k| lines[k].0 != ' ').collect();
+    let near = |k: usize| changed.iter().any(|&c| c.abs_diff(k) <= CONTEXT);
+    let mut out = String::new();
+    let mut skipping = false;
+    for (k, (mark, line)) in lines.iter().enumerate() {
+        if near(k) {
+            out += &format!("{mark}  {line}\n");
+            skipping = false;
+        } else if !skipping {
+            out += "   ...\n";
+            skipping = true;
+        }
+    }
+    out
 }

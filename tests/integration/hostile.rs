@@ -20,7 +20,9 @@ fn hostile_handlers_are_contained_and_reported() {
     };
     let config = dir.path().join("config.yaml");
     let text = format!(
-        "resources:\n{}{}{}{}{}{}{}{}{}",
+        "resources:\n{}{}{}{}{}{}{}{}{}{}{}",
+        resource("million", "million-groups"),
+        resource("huge", "huge-string"),
         resource("loops", "loop"),
         resource("hoards", "allocate"),
         resource("traps", "trap"),
@@ -37,6 +39,10 @@ fn hostile_handlers_are_contained_and_reported() {
 
     let error =
         |name: &str| report(&reports, &format!("devsieve.io/{name}"))["error"].as_str().unwrap_or_default().to_string();
+    let million = error("million");
+    assert!(million.contains("memory cap of 64 MiB"), "{million}");
+    let huge = error("huge");
+    assert!(huge.contains("env var HUGE is 16777221 bytes"), "{huge}");
     let loops = error("loops");
     assert!(loops.contains("time budget") && loops.contains("select"), "{loops}");
     let hoards = error("hoards");

@@ -69,7 +69,7 @@ pub fn unplug(testbed: &Testbed, devices: &[String]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn udev_hotplug_reaches_the_kubelet_and_a_burst_is_one_update() {
+async fn udev_hotplug_reaches_the_kubelet_and_a_burst_is_one_or_two_updates() {
     let testbed = Testbed::new().unwrap();
     testbed.add_from_string(&ch340(1, 0)).unwrap();
     let node = Node::new();
@@ -88,7 +88,8 @@ async fn udev_hotplug_reaches_the_kubelet_and_a_burst_is_one_update() {
     let sticks_before = ids(&kubelet.latest(STICK).unwrap().devices);
     let printers_before = ids(&kubelet.latest(PRINTER).unwrap().devices);
 
-    // Four devices, four add events 1 ms apart: one update per resource.
+    // Four devices, four add events 1 ms apart: the first goes out at once
+    // (the USB device), the three after it together (its interface and tty).
     let devices = plug(&testbed, &ch340(2, 1), Duration::from_millis(1));
     let printer = kubelet
         .wait_devices(PRINTER, SECS(5), |d| d.len() == 2)
@@ -97,10 +98,10 @@ async fn udev_hotplug_reaches_the_kubelet_and_a_burst_is_one_update() {
     assert!(printer.devices.iter().all(|d| d.health == "Healthy"));
     let stick = kubelet.wait_devices(STICK, SECS(5), |d| d.len() == 2).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        kubelet.updates(STICK).len(),
-        updates_before + 1,
-        "the burst was not coalesced: {:#?}",
+    let updates = kubelet.updates(STICK).len() - updates_before;
+    assert!(
+        (1..=2).contains(&updates),
+        "the burst was not coalesced: {updates} updates: {:#?}",
         kubelet.updates(STICK)
     );
 

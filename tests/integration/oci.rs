@@ -468,3 +468,77 @@ fn the_agent_serves_others_while_a_handler_cannot_be_fetched_and_picks_it_up_lat
         agent.wait_status(SECS(5), "the error to clear", |s| s["resources"][1]["last_error"].is_null()).await;
     });
 }
+
+/// A registry that answers every request with a canned `behaviour`, on its own thread.
+fn misbehaving_registry(behaviour: fn(std::net::TcpStream)) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || behaviour(stream));
+        }
+    });
+    addr
+}
+
+/// Three registries that fail in the ways networks do — every request
+/// answered 500, every connection reset, an answer sent one byte a second —
+/// each cost only its own resource, each is bounded by the timeout, and
+/// each is named in its resource's error.
+#[test]
+fn a_registry_that_fails_resets_or_trickles_costs_only_its_own_resource_within_the_timeout() {
+    use std::io::{Read, Write};
+    fn read_request(stream: &mut std::net::TcpStream) {
+        let mut buffer = [0u8; 4096];
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = stream.read(&mut buffer);
+    }
+    let failing = misbehaving_registry(|mut stream| {
+        read_request(&mut stream);
+        let _ = stream
+            .write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\nConnection: close\r\n\r\noops\n");
+    });
+    let resetting = misbehaving_registry(|stream| {
+        // SO_LINGER 0: closing sends RST instead of FIN.
+        let _ = rustix::net::sockopt::set_socket_linger(&stream, Some(Duration::ZERO));
+        drop(stream);
+    });
+    let trickling = misbehaving_registry(|mut stream| {
+        read_request(&mut stream);
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{}".iter() {
+            if stream.write_all(&[*byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let digest = sha256_digest(b"whatever");
+    let fails = format!("{failing}/handlers/zigbee@{digest}");
+    let resets = format!("{resetting}/handlers/zigbee@{digest}");
+    let trickles = format!("{trickling}/handlers/zigbee@{digest}");
+    let config = write_config(dir.path(), &[("fails", &fails), ("resets", &resets), ("trickles", &trickles)]);
+    let registries = format!("{failing},{resetting},{trickling}");
+    let started = Instant::now();
+    let (reports, output) = discover_over_sticks(
+        &config,
+        &dir.path().join("blobs"),
+        &registries,
+        &["--registry-timeout-ms", "1500", "--registry-attempts", "2"],
+    );
+    let elapsed = started.elapsed();
+    assert!(!output.status.success());
+    for (name, addr) in [("fails", &failing), ("resets", &resetting), ("trickles", &trickling)] {
+        let error = error_of(&reports, name);
+        assert!(error.contains(addr.as_str()), "{name}: {error}");
+    }
+    assert!(error_of(&reports, "fails").contains("500"), "{}", error_of(&reports, "fails"));
+    assert!(
+        error_of(&reports, "trickles").contains("did not answer within 1.5s"),
+        "{}",
+        error_of(&reports, "trickles")
+    );
+    // Two attempts of 1.5 s each and the backoff between them, with room for a loaded machine.
+    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
+    assert_null_still_works(&reports);
+}

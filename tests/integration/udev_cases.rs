@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::common::{devsieve, text, under_umockdev};
+use crate::common::{devsieve, diff, normalize, text, under_umockdev};
 
 fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/udev")
@@ -48,74 +48,6 @@ fn discover(case: &Path, config: &Path) -> Result<(Value, Output), String> {
     serde_json::from_str(&stdout).map(|json| (json, output.clone())).map_err(|e| {
         format!("discover printed no JSON ({e}); exit {:?}\nstdout: {stdout}\nstderr: {stderr}", output.status.code())
     })
-}
-
-/// What is compared: groups in id order; members, device nodes, mounts and env
-/// as sets (their order carries no meaning: the env's UDEV_DEVNODE_<i> names
-/// already tie each node to its number).
-fn normalize(reports: &Value) -> Value {
-    let mut reports = reports.clone();
-    let sort_by_json = |value: &mut Value| {
-        if let Some(items) = value.as_array_mut() {
-            items.sort_by_key(|item| item.to_string());
-        }
-    };
-    for report in reports.as_array_mut().into_iter().flatten() {
-        if let Some(groups) = report.get_mut("groups").and_then(Value::as_array_mut) {
-            for group in groups.iter_mut() {
-                for key in ["members", "device_nodes", "mounts", "env"] {
-                    if let Some(value) = group.get_mut(key) {
-                        sort_by_json(value);
-                    }
-                }
-            }
-            groups.sort_by_key(|group| group["id"].to_string());
-        }
-    }
-    reports
-}
-
-/// A line diff (longest common subsequence; the files are small).
-fn diff(expected: &str, actual: &str) -> String {
-    let a: Vec<&str> = expected.lines().collect();
-    let b: Vec<&str> = actual.lines().collect();
-    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
-        }
-    }
-    let (mut i, mut j) = (0, 0);
-    let mut lines: Vec<(char, &str)> = Vec::new();
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            lines.push((' ', a[i]));
-            i += 1;
-            j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            lines.push(('+', b[j]));
-            j += 1;
-        } else {
-            lines.push(('-', a[i]));
-            i += 1;
-        }
-    }
-    // Changed lines with 4 lines of context; `...` where lines are left out.
-    const CONTEXT: usize = 4;
-    let changed: Vec<usize> = (0..lines.len()).filter(|&k| lines[k].0 != ' ').collect();
-    let near = |k: usize| changed.iter().any(|&c| c.abs_diff(k) <= CONTEXT);
-    let mut out = String::new();
-    let mut skipping = false;
-    for (k, (mark, line)) in lines.iter().enumerate() {
-        if near(k) {
-            out += &format!("{mark}  {line}\n");
-            skipping = false;
-        } else if !skipping {
-            out += "   ...\n";
-            skipping = true;
-        }
-    }
-    out
 }
 
 fn run_case(case: &Path) -> Result<(), String> {

@@ -46,9 +46,10 @@ impl Field {
 #[derive(Clone, Debug)]
 pub struct Key {
     pub field: Field,
-    /// `!=` rather than `==`.
+    /// `!=` rather than `==` (after udev's rewrite of `?*`: see `parse`).
     pub negated: bool,
-    /// The value after unquoting and unescaping.
+    /// The value after unquoting and unescaping, as udev matches it (`?*`
+    /// becomes the empty string, the operator inverted).
     pub value: String,
     pub pattern: Pattern,
     /// Byte range of the whole key (`ATTRS{idVendor}=="1a86"`) in the rule text.
@@ -120,7 +121,7 @@ KERNELS, SUBSYSTEMS, DRIVERS, ATTRS{name}, TAGS (on the device or one ancestor)"
 /// Parses one rule.
 pub fn parse(text: &str) -> Result<Rule, RuleError> {
     let bytes = text.as_bytes();
-    let column = |pos: usize| text[..pos].chars().count() + 1;
+    let column = |pos: usize| text.char_indices().take_while(|(i, _)| *i < pos).count() + 1;
     let mut keys = Vec::new();
     let mut pos = 0;
     loop {
@@ -132,11 +133,14 @@ pub fn parse(text: &str) -> Result<Rule, RuleError> {
         }
         let number = keys.len() + 1;
         let start = pos;
-        let err = |at: usize, end: usize, message: String| RuleError {
-            key: Some(number),
-            column: column(at),
-            snippet: Some(shorten(&text[start..end.max(start)])),
-            message,
+        let err = |at: usize, end: usize, message: String| {
+            // Byte offsets that may fall inside a character (`end` is often
+            // "two bytes on"): the snippet ends at the next character boundary.
+            let mut end = end.clamp(start, text.len());
+            while !text.is_char_boundary(end) {
+                end += 1;
+            }
+            RuleError { key: Some(number), column: column(at), snippet: Some(shorten(&text[start..end])), message }
         };
 
         // Key name.
@@ -215,8 +219,18 @@ pub fn parse(text: &str) -> Result<Rule, RuleError> {
             // Unreachable: parse_value consumes at least the quotes.
             return Err(err(value_start, end, "missing value".into()));
         }
+        // udev's parser rewrites a value of exactly `?*` ("not empty") into a
+        // match of the empty string with the operator inverted: `KEY=="?*"` is
+        // `KEY!=""` and `KEY!="?*"` is `KEY==""` (udev-rules.c,
+        // `rule_line_add_token`). It changes nothing for one-valued keys, but
+        // for TAG and TAGS ("any tag passes") it does: no tag is ever empty, so
+        // `TAG=="?*"` matches every device, tagless ones too, and `TAG!="?*"`
+        // none.
+        let not_empty = value == "?*";
+        let value = if not_empty { String::new() } else { value };
         let pattern = Pattern::new(&value, case_insensitive, field == Field::Subsystem);
-        keys.push(Key { field, negated: op == Op::NoMatch, value, pattern, span: start..end });
+        let negated = (op == Op::NoMatch) != not_empty;
+        keys.push(Key { field, negated, value, pattern, span: start..end });
         pos = end;
     }
     if keys.is_empty() {
@@ -543,6 +557,18 @@ mod tests {
         assert!(error(r#"ATTR{[usb/1-1]idVendor}=="x""#).contains("not supported"));
         // udev: `\\"` is a backslash then an escaped quote, so this never closes.
         assert!(error(r#"KERNEL=="a\\""#).contains("never closed"));
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/udev_rule.rs): an operator with no
+    /// key before a multi-byte character cut the error's snippet inside it.
+    #[test]
+    fn errors_never_cut_a_character() {
+        let e = parse("=\u{7d555}\"**\"").unwrap_err();
+        assert!(e.message.contains("key name is missing"), "{e:?}");
+        assert_eq!(e.snippet.as_deref(), Some("=\u{7d555}"));
+        for text in ["ATTR{é", "KERNEL==\"é", "é", "Ké=", "K!é", "=é", "ATTR{x}=é"] {
+            let _ = parse(text);
+        }
     }
 
     #[test]

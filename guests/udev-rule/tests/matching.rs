@@ -209,6 +209,15 @@ fn env_tags_drivers() {
     assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", TAG=="seat""#]), Vec::<u32>::new());
     assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", TAGS=="seat""#]), vec![0]);
     assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", TAGS=="sys*""#]), vec![0]);
+    // udev reads `=="?*"` as `!=""`: for tags (any tag passes, none is
+    // empty) every device matches, tagless ones too; `!="?*"` matches none.
+    let all: Vec<u32> = (0..nodes.len() as u32).collect();
+    assert_eq!(select(&nodes, &[r#"TAG=="?*""#]), all);
+    assert_eq!(select(&nodes, &[r#"TAGS=="?*""#]), all);
+    assert_eq!(select(&nodes, &[r#"TAG!="?*""#]), Vec::<u32>::new());
+    assert_eq!(select(&nodes, &[r#"TAGS!="?*""#]), Vec::<u32>::new());
+    assert_eq!(select(&nodes, &[r#"TAG=="?**""#]), vec![0, 3]);
+    assert_eq!(select(&nodes, &[r#"ENV{ID_SERIAL}!="?*""#]), vec![1, 2, 3, 4, 5, 6]);
     assert_eq!(select(&nodes, &[r#"DRIVER=="ch341""#]), vec![2]);
     assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", DRIVERS=="ch341""#]), vec![0]);
     assert_eq!(select(&nodes, &[r#"SUBSYSTEM=="tty", DRIVER=="ch341""#]), Vec::<u32>::new());

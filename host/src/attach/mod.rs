@@ -508,6 +508,8 @@ mod tests {
         attacher.detach(&fixture.devpath(), &judged).await.unwrap();
         assert!(fixture.vhci.used_ports().is_empty());
         assert!(StateFile::in_dir(fixture.state_dir.path()).load().unwrap().is_empty());
+        assert!(fixture.served(), "detached: served until its server's next listing says what it is");
+        fixture.remote.set(&fixture.server, Listing::default());
         assert!(!fixture.served(), "detached and unlisted: gone");
     }
 
@@ -554,7 +556,8 @@ mod tests {
         let again = fixture.attacher(true);
         assert!(again.current().is_empty());
         assert!(StateFile::in_dir(fixture.state_dir.path()).load().unwrap().is_empty());
-        assert!(!fixture.served());
+        fixture.remote.set(&fixture.server, Listing::default());
+        assert!(!fixture.served(), "forgotten and unlisted: gone");
     }
 
     #[tokio::test]
@@ -625,6 +628,7 @@ mod tests {
         release::release(&attacher, &held, &mut since, Duration::ZERO).await;
         assert!(attacher.current().is_empty());
         assert!(versions.has_changed().unwrap(), "the change is announced");
-        assert!(!fixture.served());
+        fixture.remote.set(&fixture.server, Listing::default());
+        assert!(!fixture.served(), "released and unlisted: gone");
     }
 }

@@ -71,7 +71,7 @@ impl Lifecycle {
         usbip: tokio::sync::watch::Sender<UsbipSettings>,
     ) -> Self {
         Lifecycle {
-            config_digest: std::fs::read(&config.file).ok().map(|text| sha256_digest(&text)),
+            config_digest: crate::config::read_file(&config.file).ok().map(|text| sha256_digest(text.as_bytes())),
             config_file: config.file.clone(),
             generation: 1,
             config_serial: 0,
@@ -278,15 +278,32 @@ impl Evaluator {
     /// Something changed near the config or a handler file: reload what did.
     pub(super) fn reload_files(&mut self) {
         let file = self.lifecycle.config_file.clone();
-        match std::fs::read(&file) {
-            Ok(text) if self.lifecycle.config_digest.as_deref() != Some(sha256_digest(&text).as_str()) => {
-                self.lifecycle.config_digest = Some(sha256_digest(&text));
-                self.reload_config(&String::from_utf8_lossy(&text));
+        match crate::config::read_file(&file) {
+            Ok(text) if self.lifecycle.config_digest.as_deref() != Some(sha256_digest(text.as_bytes()).as_str()) => {
+                self.lifecycle.config_digest = Some(sha256_digest(text.as_bytes()));
+                self.reload_config(&text);
                 return;
             }
             Ok(_) => {}
-            // Mid-swap (a ConfigMap's `..data` link) or deleted: keep serving.
-            Err(error) => tracing::debug!(file = %file.display(), %error, "config not readable now"),
+            // Deleted, or between the steps of a swap: keep serving. The
+            // file that comes back is read whatever its contents.
+            Err(crate::config::ConfigError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(file = %file.display(), "config file gone for now; the last config keeps serving");
+                self.lifecycle.config_digest = None;
+            }
+            // Unreadable (a symlink loop, no permission, not UTF-8, too large):
+            // a change that is refused, named where operators look.
+            // Kept as the "digest", so the same failure seen by several
+            // events is refused once, and any readable file after it reloads.
+            Err(error) => {
+                let error = crate::support::error_chain(&error);
+                let seen = format!("unreadable: {error}");
+                if self.lifecycle.config_digest.as_deref() != Some(seen.as_str()) {
+                    self.lifecycle.config_digest = Some(seen);
+                    self.lifecycle.config_serial += 1;
+                    self.refuse(error);
+                }
+            }
         }
         self.reload_handler_files();
     }
@@ -302,6 +319,7 @@ impl Evaluator {
             Ok(config) => config,
             Err(error) => return self.refuse(crate::support::error_chain(&error)),
         };
+        config.log_ignored_fields();
         // Every handler of the new config must be had before it is checked:
         // fetched in the background, then applied (if still the latest).
         let references = config.resources.iter().map(|r| r.handler.clone()).collect();

@@ -8,10 +8,13 @@
 //! re-enumeration with backoff while the udev monitor is down and fetching
 //! again a handler that could not be fetched.
 //!
-//! Events are coalesced: after the first, the stage keeps taking events
-//! while they arrive less than `settle` apart (at most `burst` in all), then
-//! evaluates each touched resource once. A USB device with five interfaces
-//! (a dozen uevents within a few ms) becomes one update.
+//! Events are coalesced on both edges: the first event after a quiet spell
+//! (nothing for `settle`) is evaluated at once, with whatever is already
+//! queued behind it, so a single plug waits for no window; the events that
+//! follow it are taken while they arrive less than `settle` apart (at most
+//! `burst` in all) and evaluated together. A USB device with five
+//! interfaces (a dozen uevents within a few ms) becomes one or two updates:
+//! the device, then its interfaces and nodes.
 //!
 //! What changes the resources themselves (config reloads, handler updates,
 //! pending handlers) is in [`super::lifecycle`].
@@ -100,6 +103,11 @@ pub struct Evaluator {
     pub(super) reporter: Reporter,
     pub(super) lifecycle: Lifecycle,
     coalescing: Coalescing,
+    /// When the last batch was taken: events within `settle` of it are the
+    /// tail of a burst, to be coalesced; later ones lead a new one.
+    last_batch: Option<Instant>,
+    /// What each resource's last evaluation took: the order of the next.
+    cost: BTreeMap<String, Duration>,
     paths: Option<PathWatch>,
     /// `Some` while the udev monitor is down.
     fallback: Option<Backoff>,
@@ -154,6 +162,8 @@ impl Evaluator {
             reporter: Reporter::new(parts.updates, parts.metrics),
             lifecycle: Lifecycle::new(config, pending, parts.loader, parts.handle, parts.usbip),
             coalescing: parts.coalescing,
+            last_batch: None,
+            cost: BTreeMap::new(),
             paths: None,
             fallback: None,
         }
@@ -220,16 +230,25 @@ impl Evaluator {
             let mut batch = Batch::default();
             batch.add(first);
             let started = Instant::now();
-            while !batch.shutdown {
-                let left = self.coalescing.burst.saturating_sub(started.elapsed());
-                if left.is_zero() {
-                    break;
+            let leads = self.last_batch.is_none_or(|last| started - last >= self.coalescing.settle);
+            if leads {
+                // The leading edge: at once, with what is already queued.
+                while let (false, Ok(input)) = (batch.shutdown, inputs.try_recv()) {
+                    batch.add(input);
                 }
-                match inputs.recv_timeout(self.coalescing.settle.min(left)) {
-                    Ok(input) => batch.add(input),
-                    Err(_) => break,
+            } else {
+                while !batch.shutdown {
+                    let left = self.coalescing.burst.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match inputs.recv_timeout(self.coalescing.settle.min(left)) {
+                        Ok(input) => batch.add(input),
+                        Err(_) => break,
+                    }
                 }
             }
+            self.last_batch = Some(Instant::now());
             if batch.shutdown {
                 return;
             }
@@ -289,12 +308,22 @@ impl Evaluator {
         self.evaluate_touched(touched, started);
     }
 
-    /// Evaluates each touched resource once, over what changed for it.
+    /// Evaluates each touched resource once, over what changed for it, the
+    /// cheapest first: each result goes to the kubelet as soon as it is
+    /// there, so a handler that runs into its time budget (or is merely
+    /// slow) delays only the resources costlier than itself.
     fn evaluate_touched(&mut self, touched: BTreeMap<String, Changes>, started: Instant) {
+        let mut touched: Vec<(String, Changes)> = touched.into_iter().collect();
+        touched.sort_by_key(|(name, _)| self.cost.get(name).copied().unwrap_or_default());
         for (name, changes) in touched {
             let resource = self.resources.get_mut(&name).expect("touched resources exist");
+            let began = Instant::now();
             let evaluation = resource.evaluate(&self.runtime, changes, started);
+            self.cost.insert(name.clone(), began.elapsed());
             self.reporter.evaluation(&name, evaluation);
+        }
+        if self.cost.len() > self.resources.len() {
+            self.cost.retain(|name, _| self.resources.contains_key(name));
         }
     }
 

@@ -63,7 +63,16 @@ pub enum GroupProblem {
     MountOutside { mount: String, roots: String },
     #[error("env var name {0:?} is not a valid name")]
     EnvName(String),
+    #[error(
+        "env var {name} is {len} bytes; a container's exec fails on one over {} KiB (Linux MAX_ARG_STRLEN)",
+        MAX_ENV_BYTES >> 10
+    )]
+    EnvTooLong { name: String, len: usize },
 }
+
+/// The longest `NAME=value` Linux takes in an exec (MAX_ARG_STRLEN, 32
+/// pages): a longer variable would fail every container it is given to.
+const MAX_ENV_BYTES: usize = 128 << 10;
 
 /// Checks `groups` against the snapshot they were made from.
 pub fn groups(snapshot: &SnapshotView<'_>, groups: &[DeviceGroup], allowed_roots: &[PathBuf]) -> Result<(), Invalid> {
@@ -142,6 +151,11 @@ impl<'a> Checker<'a> {
         }
         if let Some((name, _)) = group.env.iter().find(|(name, _)| !env_name_ok(name)) {
             return Err(GroupProblem::EnvName(name.clone()));
+        }
+        if let Some((name, value)) =
+            group.env.iter().find(|(name, value)| name.len() + 1 + value.len() >= MAX_ENV_BYTES)
+        {
+            return Err(GroupProblem::EnvTooLong { name: name.clone(), len: name.len() + 1 + value.len() });
         }
         Ok(())
     }
@@ -261,5 +275,11 @@ mod tests {
         let mut g = group("/dev/ttyUSB0");
         g.env.push(("1BAD".into(), "x".into()));
         assert!(groups(&snapshot(), &[g], &roots).is_err());
+        let mut g = group("/dev/ttyUSB0");
+        g.env.push(("BIG".into(), "x".repeat(MAX_ENV_BYTES - 5)));
+        assert!(groups(&snapshot(), &[g.clone()], &roots).is_ok(), "just under the kernel's limit");
+        g.env[0].1.push('x');
+        let error = groups(&snapshot(), &[g], &roots).unwrap_err().to_string();
+        assert!(error.contains("env var BIG is 131072 bytes"), "{error}");
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::inventory::DeviceList;
 use crate::model::Advertised;
+use crate::support::backoff::Backoff;
 use crate::support::files::{SHARED, write_atomically};
 
 /// The CDI spec version written; 0.5.0 added `hostPath` on device nodes.
@@ -100,20 +101,63 @@ pub fn spec_path(dir: &Path, resource: &str) -> PathBuf {
 }
 
 /// Keeps `resource`'s spec in `dir` current until its channel closes, then removes it.
-pub async fn maintain(dir: PathBuf, resource: String, mut devices: watch::Receiver<Arc<DeviceList>>) {
+/// Keeps `resource`'s CDI spec in `dir` equal to its device list, and
+/// publishes each list on `served` only once its spec is on disk: the
+/// container runtime resolves a CDI name when it creates the container, so
+/// the kubelet must never be told (nor `Allocate` answer) a name the spec
+/// lacks. A spec that cannot be written (the directory full, read-only or
+/// not a directory) keeps the last list served, is retried with backoff and
+/// is reported through `report` until it is written.
+pub async fn maintain(
+    dir: PathBuf,
+    resource: String,
+    mut devices: watch::Receiver<Arc<DeviceList>>,
+    served: watch::Sender<Arc<DeviceList>>,
+    report: impl Fn(Option<String>),
+) {
     let path = spec_path(&dir, &resource);
+    let mut retry = WRITE_RETRY;
+    let mut failing: Option<String> = None;
     loop {
-        let text = spec(&resource, &devices.borrow_and_update());
+        let list = devices.borrow_and_update().clone();
+        let text = spec(&resource, &list);
         let written = std::fs::create_dir_all(&dir).and_then(|()| write_atomically(&path, text.as_bytes(), SHARED));
-        if let Err(error) = written {
-            tracing::error!(%resource, path = %path.display(), %error, "cannot write the CDI spec");
-        }
-        if devices.changed().await.is_err() {
+        let wait = match written {
+            Ok(()) => {
+                served.send_replace(list);
+                retry.reset();
+                if failing.take().is_some() {
+                    tracing::info!(%resource, path = %path.display(), "CDI spec written again");
+                    report(None);
+                }
+                None
+            }
+            Err(error) => {
+                let error = format!("cannot write the CDI spec {}: {error}", path.display());
+                if failing.as_deref() != Some(error.as_str()) {
+                    tracing::error!(%resource, %error, "new devices are not advertised until it is written");
+                    report(Some(error.clone()));
+                    failing = Some(error);
+                }
+                Some(retry.next_delay())
+            }
+        };
+        let changed = match wait {
+            None => devices.changed().await,
+            Some(delay) => tokio::select! {
+                changed = devices.changed() => changed,
+                () = tokio::time::sleep(delay) => Ok(()),
+            },
+        };
+        if changed.is_err() {
             let _ = std::fs::remove_file(&path);
             return;
         }
     }
 }
+
+/// Writing a CDI spec again after it failed.
+const WRITE_RETRY: Backoff = Backoff::new(std::time::Duration::from_millis(50), std::time::Duration::from_secs(5));
 
 #[cfg(test)]
 mod tests {

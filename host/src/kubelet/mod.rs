@@ -8,10 +8,17 @@
 //! - one of our sockets deleted (the kubelet deletes every socket in the
 //!   directory when it restarts): serve that resource again on a new socket,
 //!   then register it as soon as a kubelet is there;
-//! - `kubelet.sock` deleted: stop trying to register until it is back.
+//! - `kubelet.sock` deleted: stop trying to register until it is back;
+//! - the kubelet ends a registered resource's last `ListAndWatch` stream
+//!   while `kubelet.sock` stays, or opens none within a second of `Register`
+//!   (the kubelet then marks the resource's devices unhealthy and never dials
+//!   again by itself): register it again.
 //!
 //! No poll interval and no fixed sleep: the only timers are the backoff of a
-//! registration that failed while `kubelet.sock` exists.
+//! registration that failed while `kubelet.sock` exists, and the moment a
+//! resource waits after its last stream ended (a registration that replaces
+//! a stream opens the new one before the old one closes; see
+//! [`STREAM_REPLACED_WITHIN`]).
 
 mod allocate;
 mod cdi;
@@ -20,7 +27,7 @@ mod plugin;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use devsieve_proto::v1beta1::device_plugin_server::DevicePluginServer;
@@ -45,6 +52,19 @@ const MAX_SOCKET_PATH: usize = 107;
 /// Registering again after a failed `Register` (while `kubelet.sock` exists).
 const REGISTER_RETRY_MAX: Duration = Duration::from_secs(5);
 const REGISTER_RETRY: Backoff = Backoff::new(Duration::from_millis(20), REGISTER_RETRY_MAX);
+/// How long a registered resource may have no `ListAndWatch` stream before
+/// it registers again: the kubelet opens a replacing stream inside
+/// `Register`, so a stream ended by a replacement is followed by the new one
+/// at once, and only an ended stream with none after it is the kubelet
+/// letting the plugin go.
+const STREAM_REPLACED_WITHIN: Duration = Duration::from_millis(100);
+/// Registering again after the kubelet ended the streams: a kubelet that
+/// keeps ending them is not asked more often than this allows.
+const STREAM_RETRY: Backoff = Backoff::new(STREAM_REPLACED_WITHIN, REGISTER_RETRY_MAX);
+/// How long after `Register` answered the kubelet has to open the stream
+/// (the kubelet starts `ListAndWatch` on a goroutine of its own) before the
+/// resource registers again.
+const STREAM_OPENS_WITHIN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeletError {
@@ -83,19 +103,29 @@ pub struct AdvertiserStatus {
 pub struct PluginStatus {
     pub socket: PathBuf,
     pub registered: bool,
+    /// Why its CDI spec cannot be written (its new devices are not advertised).
+    pub cdi_error: Option<String>,
 }
 
 impl AdvertiserStatus {
     /// Every resource is registered with a kubelet.
     pub fn ready(&self) -> bool {
-        self.kubelet_present && self.plugins.values().all(|p| p.registered)
+        self.kubelet_present && self.plugins.values().all(|p| p.registered && p.cdi_error.is_none())
     }
 }
 
 struct Plugin {
     spec: ResourceSpec,
+    /// The inventory's device list.
     devices: watch::Receiver<Arc<DeviceList>>,
+    /// What the server tells the kubelet: `devices`, or for a CDI resource
+    /// each list once its CDI spec is on disk.
+    served: watch::Receiver<Arc<DeviceList>>,
     socket: PathBuf,
+    /// `ListAndWatch` streams open on the current server.
+    streams: Arc<AtomicUsize>,
+    /// Between registrations the kubelet's ended streams asked for.
+    stream_retry: Backoff,
     stop: CancellationToken,
     server: JoinHandle<()>,
     registration: Option<JoinHandle<()>>,
@@ -110,13 +140,31 @@ pub struct Advertiser {
     /// Distinguishes this process's sockets from an earlier start's.
     nonce: u64,
     serial: AtomicU64,
+    /// Each server says here (by its socket) when one of its streams ended;
+    /// the advertiser says it again to itself once the replacement window passed.
+    stream_ended: mpsc::UnboundedSender<StreamEvent>,
+    stream_events: Option<mpsc::UnboundedReceiver<StreamEvent>>,
+}
+
+/// What a resource's streams are up to, by the socket of its server.
+#[derive(Debug)]
+enum StreamEvent {
+    /// One of its `ListAndWatch` streams ended.
+    Ended(PathBuf),
+    /// `Register` answered: a stream should be open, or open soon.
+    Registered(PathBuf),
+    /// The window for a stream to (re)open has passed: look again.
+    Recheck(PathBuf),
 }
 
 impl Advertiser {
     pub fn new(options: AdvertiserOptions, metrics: Arc<Metrics>) -> (Advertiser, watch::Receiver<AdvertiserStatus>) {
         let (status, status_rx) = watch::channel(AdvertiserStatus::default());
         let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        let (stream_ended, stream_events) = mpsc::unbounded_channel();
         let advertiser = Advertiser {
+            stream_ended,
+            stream_events: Some(stream_events),
             kubelet_socket: options.plugin_dir.join(KUBELET_SOCKET),
             options,
             metrics,
@@ -153,7 +201,7 @@ impl Advertiser {
     /// Serves and registers the inventory's resources until `shutdown`, then
     /// stops every server and removes its socket.
     pub async fn run(
-        self,
+        mut self,
         mut resources: watch::Receiver<Arc<ResourceSet>>,
         shutdown: CancellationToken,
     ) -> Result<(), KubeletError> {
@@ -168,6 +216,10 @@ impl Advertiser {
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(|source| KubeletError::Watch { dir: dir.clone(), source })?;
 
+        let mut stream_events = self.stream_events.take().expect("run is called once");
+        // When to look again at a resource that has no stream: timers of the
+        // loop itself, not tasks.
+        let mut rechecks = Rechecks::new();
         let mut plugins: BTreeMap<String, Plugin> = BTreeMap::new();
         let initial = resources.borrow_and_update().clone();
         self.start_all(&initial, &mut plugins)?;
@@ -212,6 +264,7 @@ impl Advertiser {
                                 kubelet_present = true;
                                 self.status.send_modify(|s| s.kubelet_present = true);
                                 for plugin in plugins.values_mut() {
+                                    plugin.stream_retry.reset();
                                     self.register(plugin);
                                 }
                             } else if vanished(&event.kind) {
@@ -236,11 +289,63 @@ impl Advertiser {
                         }
                     }
                 }
+                Some(event) = stream_events.recv() => {
+                    if kubelet_present {
+                        self.stream_event(event, &mut plugins, &mut rechecks);
+                    }
+                }
+                () = sleep_until_first(&rechecks) => {
+                    let Some((_, socket)) = rechecks.pop_first() else { continue };
+                    if kubelet_present {
+                        self.stream_event(StreamEvent::Recheck(socket), &mut plugins, &mut rechecks);
+                    }
+                }
             }
         }
         drop(watcher);
         self.stop_all(std::mem::take(&mut plugins)).await;
         Ok(())
+    }
+
+    /// A stream ended: once no stream followed it within the replacement
+    /// window, a registered resource registers again.
+    fn stream_event(&self, event: StreamEvent, plugins: &mut BTreeMap<String, Plugin>, rechecks: &mut Rechecks) {
+        let (StreamEvent::Ended(socket) | StreamEvent::Registered(socket) | StreamEvent::Recheck(socket)) = &event;
+        // A server that was replaced or stopped ends its streams too: not news.
+        let Some(plugin) = plugins.values_mut().find(|p| p.socket == *socket) else { return };
+        if plugin.streams.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        let mut recheck_later = |delay: Duration| {
+            rechecks.insert((tokio::time::Instant::now() + delay, socket.clone()));
+        };
+        // The kubelet opens the stream in `Register` or just after it; one it
+        // ended (or never opened) before `Register` answered is decided once
+        // the registration has.
+        if matches!(event, StreamEvent::Registered(_)) {
+            recheck_later(STREAM_OPENS_WITHIN);
+            return;
+        }
+        if plugin.registration.as_ref().is_some_and(|task| !task.is_finished()) {
+            recheck_later(STREAM_REPLACED_WITHIN);
+            return;
+        }
+        let registered = self.status.borrow().plugins.get(&plugin.spec.name).is_some_and(|p| p.registered);
+        if !registered {
+            return;
+        }
+        match event {
+            StreamEvent::Ended(_) => recheck_later(plugin.stream_retry.next_delay()),
+            StreamEvent::Registered(_) => unreachable!("handled above"),
+            StreamEvent::Recheck(_) => {
+                tracing::warn!(
+                    resource = %plugin.spec.name,
+                    "the kubelet ended ListAndWatch and opened no other stream: registering again"
+                );
+                self.metrics.kubelet_reconnect();
+                self.register(plugin);
+            }
+        }
     }
 
     /// The first set: every socket is bound before any is registered, and a
@@ -324,15 +429,49 @@ impl Advertiser {
     fn start(&self, spec: &ResourceSpec, devices: watch::Receiver<Arc<DeviceList>>) -> Result<Plugin, KubeletError> {
         let socket = self.next_socket(&spec.name);
         let stop = CancellationToken::new();
-        let server = self.serve(spec, &socket, devices.clone(), stop.clone())?;
-        let cdi = spec
-            .cdi
-            .then(|| tokio::spawn(cdi::maintain(self.options.cdi_dir.clone(), spec.name.clone(), devices.clone())));
+        let streams = Arc::new(AtomicUsize::new(0));
+        let (served, cdi) = if spec.cdi {
+            let (gate, served) = watch::channel(Arc::new(DeviceList::default()));
+            let status = self.status.clone();
+            let name = spec.name.clone();
+            let report = move |error: Option<String>| {
+                status.send_modify(|s| {
+                    if let Some(p) = s.plugins.get_mut(&name) {
+                        p.cdi_error = error;
+                    }
+                })
+            };
+            let dir = self.options.cdi_dir.clone();
+            (served, Some(tokio::spawn(cdi::maintain(dir, spec.name.clone(), devices.clone(), gate, report))))
+        } else {
+            (devices.clone(), None)
+        };
+        let server = match self.serve(spec, &socket, served.clone(), stop.clone(), streams.clone()) {
+            Ok(server) => server,
+            Err(error) => {
+                if let Some(task) = cdi {
+                    task.abort();
+                }
+                return Err(error);
+            }
+        };
         self.status.send_modify(|s| {
-            s.plugins.insert(spec.name.clone(), PluginStatus { socket: socket.clone(), registered: false });
+            let cdi_error = s.plugins.get(&spec.name).and_then(|p| p.cdi_error.clone());
+            s.plugins.insert(spec.name.clone(), PluginStatus { socket: socket.clone(), registered: false, cdi_error });
         });
         tracing::info!(resource = %spec.name, socket = %socket.display(), "serving");
-        Ok(Plugin { spec: spec.clone(), devices, socket, stop, server, registration: None, cdi })
+        Ok(Plugin {
+            spec: spec.clone(),
+            devices,
+            served,
+            socket,
+            streams,
+            stream_retry: STREAM_RETRY,
+            stop,
+            server,
+            registration: None,
+            cdi,
+        })
     }
 
     /// Serves `plugin` again on a new socket (the old one was deleted).
@@ -342,11 +481,16 @@ impl Advertiser {
         plugin.server.abort();
         let socket = self.next_socket(&plugin.spec.name);
         let stop = CancellationToken::new();
-        plugin.server = self.serve(&plugin.spec, &socket, plugin.devices.clone(), stop.clone())?;
+        plugin.streams = Arc::new(AtomicUsize::new(0));
+        plugin.server =
+            self.serve(&plugin.spec, &socket, plugin.served.clone(), stop.clone(), plugin.streams.clone())?;
         plugin.stop = stop;
         plugin.socket = socket.clone();
         self.status.send_modify(|s| {
-            s.plugins.insert(plugin.spec.name.clone(), PluginStatus { socket, registered: false });
+            if let Some(p) = s.plugins.get_mut(&plugin.spec.name) {
+                p.socket = socket;
+                p.registered = false;
+            }
         });
         Ok(())
     }
@@ -357,6 +501,7 @@ impl Advertiser {
         socket: &Path,
         devices: watch::Receiver<Arc<DeviceList>>,
         stop: CancellationToken,
+        streams: Arc<AtomicUsize>,
     ) -> Result<JoinHandle<()>, KubeletError> {
         let listener = UnixListener::bind(socket).map_err(|source| KubeletError::Serve {
             resource: spec.name.clone(),
@@ -369,6 +514,7 @@ impl Advertiser {
             devices,
             metrics: self.metrics.clone(),
             attacher: self.options.attacher.clone(),
+            streams: plugin::Streams { open: streams, socket: socket.to_path_buf(), ended: self.stream_ended.clone() },
         };
         let resource = spec.name.clone();
         Ok(tokio::spawn(async move {
@@ -396,6 +542,8 @@ impl Advertiser {
         let timeout = self.options.register_timeout;
         let metrics = self.metrics.clone();
         let status = self.status.clone();
+        let streams = self.stream_ended.clone();
+        let socket = plugin.socket.clone();
         plugin.registration = Some(tokio::spawn(async move {
             let mut backoff = REGISTER_RETRY;
             let mut last_error: Option<String> = None;
@@ -415,6 +563,7 @@ impl Advertiser {
                                 p.registered = true;
                             }
                         });
+                        let _ = streams.send(StreamEvent::Registered(socket));
                         return;
                     }
                     Err(error) => {
@@ -469,6 +618,17 @@ impl Advertiser {
             let _ = std::fs::remove_file(&plugin.socket);
             tracing::info!(resource = %plugin.spec.name, "stopped serving");
         }
+    }
+}
+
+/// Resources to look at again, by when.
+type Rechecks = std::collections::BTreeSet<(tokio::time::Instant, PathBuf)>;
+
+/// Sleeps until the earliest recheck is due; forever if there is none.
+async fn sleep_until_first(rechecks: &Rechecks) {
+    match rechecks.first() {
+        Some((at, _)) => tokio::time::sleep_until(*at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -6,8 +6,10 @@
 //! goes away. No state shared between streams decides whether a change was
 //! sent, so a stream opened after a kubelet restart misses nothing.
 
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use devsieve_proto::v1beta1::device_plugin_server::DevicePlugin;
 use devsieve_proto::v1beta1::{
@@ -15,7 +17,7 @@ use devsieve_proto::v1beta1::{
     DevicePluginOptions, DeviceSpec, Empty, HEALTHY, ListAndWatchResponse, PreStartContainerRequest,
     PreStartContainerResponse, PreferredAllocationRequest, PreferredAllocationResponse, UNHEALTHY,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
 
@@ -31,6 +33,30 @@ pub struct PluginService {
     pub devices: watch::Receiver<Arc<DeviceList>>,
     pub metrics: Arc<Metrics>,
     pub attacher: super::Attach,
+    pub streams: Streams,
+}
+
+/// How a server's `ListAndWatch` streams are counted, and whom to tell when
+/// one ends (the advertiser registers again when the kubelet lets go).
+pub struct Streams {
+    pub open: Arc<AtomicUsize>,
+    pub socket: PathBuf,
+    pub ended: mpsc::UnboundedSender<super::StreamEvent>,
+}
+
+/// Held by one open stream: counts it while it is open, and says so when
+/// it ends, however it ends (the kubelet closes it, or drops the connection).
+struct OpenStream {
+    open: Arc<AtomicUsize>,
+    socket: PathBuf,
+    ended: mpsc::UnboundedSender<super::StreamEvent>,
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        let _ = self.ended.send(super::StreamEvent::Ended(std::mem::take(&mut self.socket)));
+    }
 }
 
 /// What this plugin tells the kubelet it implements.
@@ -126,7 +152,16 @@ impl DevicePlugin for PluginService {
 
     async fn list_and_watch(&self, _: Request<Empty>) -> Result<Response<ListStream>, Status> {
         tracing::debug!(resource = %self.resource, "kubelet opened ListAndWatch");
-        let stream = WatchStream::new(self.devices.clone()).map(|list| Ok(list_response(&list)));
+        self.streams.open.fetch_add(1, Ordering::SeqCst);
+        let open = OpenStream {
+            open: self.streams.open.clone(),
+            socket: self.streams.socket.clone(),
+            ended: self.streams.ended.clone(),
+        };
+        let stream = WatchStream::new(self.devices.clone()).map(move |list| {
+            let _counted = &open;
+            Ok(list_response(&list))
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 

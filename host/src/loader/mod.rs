@@ -54,6 +54,9 @@ use crate::support::error_chain;
 use blobs::BlobCache;
 pub use configmap::ConfigMapProblem;
 pub use oci::{ArtifactProblem, CredentialsProblem, default_docker_config};
+/// What the loader takes of an OCI manifest and a Docker config file; public
+/// for the fuzz targets (`fuzz/`), which feed them any bytes.
+pub use oci::{component_layer, parse_docker_config};
 
 /// A handler component and where it came from.
 #[derive(Clone, Debug)]

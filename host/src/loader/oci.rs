@@ -133,7 +133,8 @@ pub(super) fn read_docker_config(path: &Path) -> Result<HashMap<String, (String,
     parse_docker_config(&text).map_err(fail)
 }
 
-fn parse_docker_config(text: &str) -> Result<HashMap<String, (String, String)>, CredentialsProblem> {
+/// The `(user, password)` per registry of a Docker config's text.
+pub fn parse_docker_config(text: &str) -> Result<HashMap<String, (String, String)>, CredentialsProblem> {
     use CredentialsProblem::*;
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| NotJson(e.to_string()))?;
     let object = value.as_object().ok_or(NotAnObject)?;

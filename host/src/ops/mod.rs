@@ -73,6 +73,9 @@ pub struct ResourceReport {
     pub groups: usize,
     pub registered: bool,
     pub socket: Option<String>,
+    /// Why its CDI spec cannot be written: its new devices are not advertised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdi_error: Option<String>,
     /// Seconds since the Unix epoch.
     pub last_evaluation_at: Option<f64>,
     pub last_evaluation_ms: Option<f64>,
@@ -97,6 +100,7 @@ impl Ops {
                     groups: r.groups,
                     registered: plugin.is_some_and(|p| p.registered),
                     socket: plugin.map(|p| p.socket.display().to_string()),
+                    cdi_error: plugin.and_then(|p| p.cdi_error.clone()),
                     last_evaluation_at: evaluation
                         .map(|e| e.at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64()),
                     last_evaluation_ms: evaluation.map(|e| e.took.as_secs_f64() * 1e3),
@@ -160,6 +164,11 @@ async fn readyz(State(ops): State<Ops>) -> Response {
     }
     for resource in report.resources.iter().filter(|r| !r.registered) {
         problems.push(format!("{}: not registered with the kubelet", resource.name));
+    }
+    for resource in &report.resources {
+        if let Some(error) = &resource.cdi_error {
+            problems.push(format!("{}: {error}; its new devices are not advertised", resource.name));
+        }
     }
     if problems.is_empty() {
         (StatusCode::OK, "ok\n").into_response()

@@ -48,6 +48,10 @@ struct Remote {
     listings: BTreeMap<Server, Listing>,
     /// Attached here, by devpath.
     pinned: BTreeMap<String, (Server, ExportedDevice)>,
+    /// Detached here since its server's last listing, by devpath: served
+    /// until that server's next listing says whether it is exported again
+    /// (while attached, the server lists it as in use, not as exported).
+    released: BTreeMap<String, (Server, ExportedDevice)>,
 }
 
 /// One server's last answer.
@@ -75,7 +79,9 @@ impl RemoteDevices {
     /// Records `listing` for `server` (subscribers hear of it if it differs from the last).
     pub fn set(&self, server: &Server, listing: Listing) {
         let mut remote = self.lock();
-        if remote.listings.get(server) == Some(&listing) {
+        let released = remote.released.len();
+        remote.released.retain(|_, (released_by, _)| released_by != server);
+        if remote.listings.get(server) == Some(&listing) && remote.released.len() == released {
             return;
         }
         remote.listings.insert(server.clone(), listing);
@@ -95,20 +101,28 @@ impl RemoteDevices {
         self.bump();
     }
 
-    /// Stops serving `busid` of `server` unless its server lists it (a
-    /// device that went away by itself: it turns Unhealthy, then leaves).
+    /// Stops serving `busid` of `server` as attached: it is served until the
+    /// server's next listing, which says whether it is exported again (a
+    /// release must not blink the device Unhealthy) or went away by itself
+    /// (it then turns Unhealthy, and leaves).
     pub fn unpin(&self, server: &Server, busid: &str) {
-        if self.lock().pinned.remove(&devpath(server, busid)).is_some() {
+        let mut remote = self.lock();
+        let key = devpath(server, busid);
+        if let Some(device) = remote.pinned.remove(&key) {
+            remote.released.insert(key, device);
+            drop(remote);
             self.bump();
         }
     }
 
     /// Forgets servers not in `servers`.
     fn retain(&self, servers: &[Server]) {
-        let listings = &mut self.lock().listings;
-        let before = listings.len();
-        listings.retain(|server, _| servers.contains(server));
-        if listings.len() != before {
+        let mut remote = self.lock();
+        let before = (remote.listings.len(), remote.released.len());
+        remote.listings.retain(|server, _| servers.contains(server));
+        remote.released.retain(|_, (server, _)| servers.contains(server));
+        if (remote.listings.len(), remote.released.len()) != before {
+            drop(remote);
             self.bump();
         }
     }
@@ -135,7 +149,7 @@ impl DeviceSource for UsbipSource {
                 }
             }
         }
-        for (devpath, (server, device)) in &remote.pinned {
+        for (devpath, (server, device)) in remote.pinned.iter().chain(&remote.released) {
             if !table.contains(devpath) {
                 add_device(server, device, needs, table);
             }

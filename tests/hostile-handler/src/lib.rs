@@ -25,6 +25,10 @@ pub enum Misbehave {
     SameId,
     /// A key per device, then one group joining all of them.
     MixedKeys,
+    /// A million groups (ids `g0` … `g999999`) for the first device.
+    MillionGroups,
+    /// One group whose env holds a 16 MiB value.
+    HugeString,
 }
 
 #[derive(serde::Deserialize)]
@@ -109,6 +113,15 @@ impl Handler for Hostile {
                 env: vec![],
                 share: 1,
             }),
+            Misbehave::MillionGroups => {
+                let Some(first) = groups.first().cloned() else { return Ok(groups) };
+                groups = (0..1_000_000).map(|i| DeviceGroup { id: format!("g{i}"), ..first.clone() }).collect();
+            }
+            Misbehave::HugeString => {
+                for group in &mut groups {
+                    group.env.push(("HUGE".into(), "x".repeat(16 << 20)));
+                }
+            }
             Misbehave::Mount => groups.push(DeviceGroup {
                 id: "etc".into(),
                 members: selected.iter().take(1).map(Device::index).collect(),

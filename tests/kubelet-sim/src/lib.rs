@@ -18,6 +18,11 @@
 //!   deletes every socket in the directory (the plugins' too), then serves a
 //!   fresh `kubelet.sock`.
 //!
+//! A test can teach it the kubelet's faults ([`Faults`]): refusing the next
+//! `Register` calls, dialing back late, and ending a plugin's `ListAndWatch`
+//! stream while it keeps running (the kubelet then marks the plugin's devices
+//! unhealthy and waits for it to register again).
+//!
 //! It calls the plugins on a test's behalf (`Allocate`, `GetPreferredAllocation`,
 //! `GetDevicePluginOptions`, `PreStartContainer`) and passes the ids on as it
 //! gets them. It keeps none of the kubelet's device accounting or checkpoint;
@@ -108,6 +113,19 @@ struct State {
     history: Vec<Registration>,
     /// The plugins the running kubelet knows, by resource.
     plugins: BTreeMap<String, Plugin>,
+    faults: Faults,
+}
+
+/// Faults the kubelet injects until a test clears them.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Refuse this many more `Register` calls (with the kubelet's code Unknown).
+    pub refuse_registrations: u32,
+    /// Wait this long inside `Register` before dialing the plugin back.
+    pub dial_back_delay: Duration,
+    /// Wait this long after accepting a registration (its stream is open)
+    /// before `Register` answers.
+    pub answer_delay: Duration,
 }
 
 /// A running Registration server. Dropping it stops the server.
@@ -130,11 +148,19 @@ struct Plugin {
     _stream: AbortOnDrop,
 }
 
-struct AbortOnDrop(tokio::task::AbortHandle);
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl AbortOnDrop {
+    fn none() -> Self {
+        AbortOnDrop(None)
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -217,6 +243,29 @@ impl KubeletSim {
     pub fn kubelet_socket(&self) -> Option<PathBuf> {
         let state = self.state.borrow();
         state.running.as_ref().and(state.dir.as_ref()).map(|dir| dir.join(KUBELET_SOCKET))
+    }
+
+    /// Sets the faults the kubelet injects from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        self.state.send_modify(|state| state.faults = faults);
+    }
+
+    /// Ends `resource`'s `ListAndWatch` stream from the kubelet's side, as a
+    /// kubelet does whose client failed: the stream and connection close, the
+    /// plugin is disconnected, and nothing more is recorded until it
+    /// registers again. Returns false if `resource` is not registered.
+    pub fn end_stream(&self, resource: &str) -> bool {
+        let mut aborted = None;
+        let ended = self.state.send_if_modified(|state| match state.plugins.get_mut(resource) {
+            Some(plugin) if plugin.client.is_some() => {
+                aborted = Some((plugin.client.take(), std::mem::replace(&mut plugin._stream, AbortOnDrop::none())));
+                plugin.ended = Some("the kubelet ended ListAndWatch (a test's fault)".into());
+                true
+            }
+            _ => false,
+        });
+        drop(aborted);
+        ended
     }
 
     /// The running kubelet's registration of `resource`.
@@ -477,6 +526,17 @@ impl registration_server::Registration for KubeletRegistration {
         // code Unknown. The simulator does the same, so that a plugin cannot come
         // to depend on codes the kubelet never sends.
         check_register_request(&request, &self.dir).map_err(Status::unknown)?;
+        let mut refused = false;
+        self.state.send_if_modified(|state| {
+            refused = state.faults.refuse_registrations > 0;
+            state.faults.refuse_registrations = state.faults.refuse_registrations.saturating_sub(1);
+            refused
+        });
+        if refused {
+            return Err(Status::unknown("kubelet-sim: this registration is refused (a test's fault)"));
+        }
+        let delay = self.state.borrow().faults.dial_back_delay;
+        tokio::time::sleep(delay).await;
         let socket = self.dir.join(&request.endpoint);
         let (client, options) = tokio::time::timeout(DIAL_BACK_TIMEOUT, dial_back(&socket)).await.map_err(|_| {
             Status::unknown(format!(
@@ -485,6 +545,8 @@ impl registration_server::Registration for KubeletRegistration {
             ))
         })??;
         self.accept(request, client, options)?;
+        let delay = self.state.borrow().faults.answer_delay;
+        tokio::time::sleep(delay).await;
         Ok(Response::new(Empty {}))
     }
 }
@@ -526,7 +588,7 @@ impl KubeletRegistration {
                 updates: Vec::new(),
                 ended: None,
                 client: Some(client),
-                _stream: AbortOnDrop(stream.abort_handle()),
+                _stream: AbortOnDrop(Some(stream.abort_handle())),
             };
             replaced = state.plugins.insert(resource.clone(), plugin);
             true
