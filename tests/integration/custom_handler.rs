@@ -36,7 +36,7 @@ fn handler_inspect_shows_metadata_contract_size_and_digest() {
     let bytes = std::fs::read(example_handler()).unwrap();
     assert_eq!(info["name"], "zigbee-coordinator");
     assert_eq!(info["version"], "1.0.0");
-    assert_eq!(info["contract"], "devsieve:handler@0.2.0");
+    assert_eq!(info["contract"], "devsieve:handler@0.3.0");
     assert_eq!(info["size"], bytes.len());
     assert_eq!(info["digest"], devsieve::digest::sha256_digest(&bytes));
 
@@ -44,7 +44,7 @@ fn handler_inspect_shows_metadata_contract_size_and_digest() {
     let output = devsieve().args(["handler", "inspect"]).arg(test_handler("old-contract-handler")).output().unwrap();
     let (_, stderr) = text(&output);
     assert!(!output.status.success());
-    assert!(stderr.contains("devsieve:handler@9.0.0") && stderr.contains("devsieve:handler@0.2.0"), "{stderr}");
+    assert!(stderr.contains("devsieve:handler@9.0.0") && stderr.contains("devsieve:handler@0.3.0"), "{stderr}");
 }
 
 #[test]

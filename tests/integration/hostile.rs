@@ -78,7 +78,7 @@ fn a_handler_for_another_contract_is_refused_with_both_versions() {
     let output = devsieve().args(["validate", "--config"]).arg(&config).output().unwrap();
     let (_, stderr) = text(&output);
     assert!(!output.status.success());
-    assert!(stderr.contains("devsieve:handler@9.0.0") && stderr.contains("devsieve:handler@0.2.0"), "{stderr}");
+    assert!(stderr.contains("devsieve:handler@9.0.0") && stderr.contains("devsieve:handler@0.3.0"), "{stderr}");
 }
 
 #[test]

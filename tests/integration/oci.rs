@@ -211,7 +211,7 @@ fn a_pushed_handler_is_pulled_by_digest_run_and_served_from_the_cache_when_the_r
     assert!(output.status.success(), "{}", text(&output).1);
     let info: serde_json::Value = serde_json::from_str(&text(&output).0).unwrap();
     assert_eq!(info["name"], "zigbee-coordinator");
-    assert_eq!(info["contract"], "devsieve:handler@0.2.0");
+    assert_eq!(info["contract"], "devsieve:handler@0.3.0");
     assert_eq!(info["digest"], sha256_digest(&example_bytes()));
     assert!(info["origin"].as_str().unwrap().contains("from the registry"), "{info:#}");
     assert_eq!(info["pinned"], reference.as_str());

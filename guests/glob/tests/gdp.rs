@@ -73,7 +73,7 @@ fn run_typed(config: Value, paths: &[(&str, &str)]) -> Run {
     let groups = groups
         .into_iter()
         .map(|group| G {
-            members: group.members.iter().map(|&i| snapshot.nodes()[i as usize].devpath.clone()).collect(),
+            members: group.members.iter().map(|&i| snapshot.device(i).devpath().to_string()).collect(),
             id: group.id,
             nodes: group.device_nodes.into_iter().map(|n| (n.host_path, n.container_path, n.permissions)).collect(),
             mounts: group.mounts.into_iter().map(|m| (m.host_path, m.container_path, m.read_only)).collect(),

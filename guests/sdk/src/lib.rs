@@ -34,7 +34,7 @@
 
 mod device;
 
-pub use device::{Device, Snapshot, testing};
+pub use device::{Device, Node, Snapshot, testing};
 
 #[doc(hidden)]
 pub mod bindings {
@@ -50,7 +50,7 @@ pub mod bindings {
 }
 
 use bindings::devsieve::handler::types;
-pub use types::{DeviceGroup, DeviceNode, HandlerError, HandlerInfo, Mount, Node, Origin, Requirements};
+pub use types::{DeviceGroup, DeviceNode, HandlerError, HandlerInfo, Mount, Origin, Requirements};
 
 /// The contract version this SDK builds handlers for: the WIT package version,
 /// which build.rs reads from `wit/handler.wit`.

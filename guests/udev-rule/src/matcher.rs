@@ -54,7 +54,7 @@ pub fn key_matches(key: &Key, device: Device<'_>) -> bool {
             Some(value) => compare(value),
         },
         Field::Tag | Field::Tags => {
-            let any = device.tags().iter().any(|tag| key.pattern.matches(tag));
+            let any = device.tags().any(|tag| key.pattern.matches(tag));
             any != key.negated
         }
     }

@@ -176,7 +176,7 @@ fn run(config: Value, nodes: Vec<Node>) -> Run {
     let snapshot = Snapshot::from_parts(nodes, chosen.clone()).unwrap();
     let selected: Vec<Device<'_>> = snapshot.candidates().collect();
     let groups = UsbId::group(&config, &selected).expect("group succeeds");
-    let name = |i: u32| snapshot.nodes()[i as usize].devpath.clone();
+    let name = |i: u32| snapshot.device(i).devpath().to_string();
     let permissions = groups.iter().flat_map(|g| g.device_nodes.iter().map(|n| n.permissions.clone())).collect();
     let groups = groups
         .into_iter()

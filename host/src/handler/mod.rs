@@ -25,7 +25,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::contract::{
     self, CONTRACT_VERSION, DISCOVERY_EXPORT_PREFIX, DeviceGroup, GuestError, HandlerInfo, HandlerPre, Requirements,
-    SnapshotView, Verdict,
+    SnapshotView, Verdict, WireSnapshot,
 };
 use crate::support::digest::{sha256_digest, sha256_hex};
 use cache::ArtifactCache;
@@ -294,7 +294,7 @@ impl Runtime {
         handler.info = handler.call(self, "metadata", |handler, store| {
             let instance = handler.instance(store)?;
             let bindings = contract::Handler::new(&mut *store, &instance)?;
-            // Snapshots are lowered from views: check their shape now, not at the first event.
+            // The typed `select` and `group` are checked against the export now, not at the first event.
             handler.select_func(store, &instance)?;
             handler.group_func(store, &instance)?;
             bindings.devsieve_handler_discovery().call_metadata(store).map(Ok)
@@ -371,14 +371,14 @@ pub struct LoadedHandler {
     size: usize,
     info: HandlerInfo,
     pre: HandlerPre<Sandbox>,
-    /// `select` and `group`, called with [`SnapshotView`]s rather than
-    /// through the generated bindings (which would want owned copies).
+    /// `select` and `group`, called as typed functions (the generated
+    /// bindings would look the export up on every call).
     select: ComponentExportIndex,
     group: ComponentExportIndex,
 }
 
-type SelectFunc<'a> = TypedFunc<(&'a str, &'a SnapshotView<'a>), (Result<Vec<Verdict>, GuestError>,)>;
-type GroupFunc<'a> = TypedFunc<(&'a str, &'a SnapshotView<'a>), (Result<Vec<DeviceGroup>, GuestError>,)>;
+type SelectFunc<'a> = TypedFunc<(&'a str, &'a WireSnapshot), (Result<Vec<Verdict>, GuestError>,)>;
+type GroupFunc<'a> = TypedFunc<(&'a str, &'a WireSnapshot), (Result<Vec<DeviceGroup>, GuestError>,)>;
 
 impl std::fmt::Debug for LoadedHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -415,9 +415,10 @@ impl LoadedHandler {
         snapshot: &SnapshotView<'_>,
         allowed_roots: &[std::path::PathBuf],
     ) -> Result<Vec<Verdict>, Error> {
+        let wire = snapshot.encode();
         let verdicts = self.call(runtime, "select", |handler, store| {
             let instance = handler.instance(store)?;
-            Ok(handler.select_func(store, &instance)?.call(&mut *store, (config, snapshot))?.0)
+            Ok(handler.select_func(store, &instance)?.call(&mut *store, (config, &wire))?.0)
         })?;
         if verdicts.len() != snapshot.candidates.len() {
             return Err(self.invalid(
@@ -448,9 +449,10 @@ impl LoadedHandler {
         snapshot: &SnapshotView<'_>,
         allowed_roots: &[std::path::PathBuf],
     ) -> Result<Vec<DeviceGroup>, Error> {
+        let wire = snapshot.encode();
         let groups = self.call(runtime, "group", |handler, store| {
             let instance = handler.instance(store)?;
-            Ok(handler.group_func(store, &instance)?.call(&mut *store, (config, snapshot))?.0)
+            Ok(handler.group_func(store, &instance)?.call(&mut *store, (config, &wire))?.0)
         })?;
         check::groups(snapshot, &groups, allowed_roots).map_err(|reason| self.invalid("group", reason))?;
         Ok(groups)
