@@ -191,43 +191,39 @@ impl DeviceTable {
     /// A snapshot of `candidates` (in the order given) and their ancestors.
     pub fn snapshot<'a>(&'a self, candidates: impl IntoIterator<Item = &'a str>) -> SnapshotView<'a> {
         let candidates: Vec<&str> = candidates.into_iter().filter(|c| self.entries.contains_key(*c)).collect();
-        // Every node wanted, with its depth (0 for a root), walking up once per chain.
-        let mut depth: HashMap<&str, u32> = HashMap::default();
-        depth.reserve(candidates.len());
-        let mut chain = Vec::new();
+        // Every node wanted, each placed after its parent (roots first),
+        // walking up each chain once; reversed below, so that a parent comes
+        // after its children as the contract wants. No sort: a table of
+        // 10,000 devices is laid out in one pass.
+        let mut placed: HashMap<&str, u32> = HashMap::default();
+        placed.reserve(candidates.len() * 2);
+        let mut order: Vec<&Entry> = Vec::with_capacity(candidates.len() * 2);
+        let mut chain: Vec<(&str, &Entry)> = Vec::new();
         for &candidate in &candidates {
             chain.clear();
             let mut at = Some(candidate);
             while let Some(devpath) = at {
-                if depth.contains_key(devpath) || chain.len() > self.entries.len() {
+                // A link back into the chain would be a cycle: stop there.
+                if placed.contains_key(devpath) || chain.iter().any(|(seen, _)| *seen == devpath) {
                     break;
                 }
-                chain.push(devpath);
-                at = self
-                    .entries
-                    .get(devpath)
-                    .and_then(|e| e.parent.as_deref())
-                    .filter(|p| self.entries.contains_key(*p));
+                let Some(entry) = self.entries.get(devpath) else { break };
+                chain.push((devpath, entry));
+                at = entry.parent.as_deref();
             }
-            // `at` is known (or none): depths count down from it.
-            let d = at.and_then(|known| depth.get(known).copied()).map_or(0, |d| d + 1);
-            for (i, &devpath) in chain.iter().rev().enumerate() {
-                depth.insert(devpath, d + i as u32);
+            for &(devpath, entry) in chain.iter().rev() {
+                placed.insert(devpath, order.len() as u32);
+                order.push(entry);
             }
         }
-        // Deepest first: a parent is always shallower, hence later.
-        let mut order: Vec<(std::cmp::Reverse<u32>, &str)> =
-            depth.into_iter().map(|(devpath, d)| (std::cmp::Reverse(d), devpath)).collect();
-        order.sort_unstable();
-        let position: HashMap<&str, u32> = order.iter().enumerate().map(|(i, (_, d))| (*d, i as u32)).collect();
+        let last = order.len() as u32 - u32::from(!order.is_empty());
+        let index = |devpath: &str| placed.get(devpath).map(|&i| last - i);
         let nodes = order
             .iter()
-            .map(|(_, devpath)| {
-                let entry = &self.entries[*devpath];
-                NodeView::new(&entry.node, entry.parent.as_deref().and_then(|p| position.get(p).copied()))
-            })
+            .rev()
+            .map(|entry| NodeView::new(&entry.node, entry.parent.as_deref().and_then(index)))
             .collect();
-        let candidates = candidates.iter().map(|c| position[c]).collect();
+        let candidates = candidates.iter().filter_map(|c| index(c)).collect();
         SnapshotView { nodes, candidates }
     }
 }
