@@ -492,6 +492,15 @@ fn clock_ticks_per_second() -> f64 {
     output.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0)
 }
 
+/// One file among 10,000 alone (the suite's last scenario), for profiling it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: one file among 10,000, alone"]
+async fn one_among_many_alone() {
+    let (one, memory) = one_among_many().await;
+    let figures = [latency("one file among 10,000 → listed (glob, end to end)", &one), memory];
+    write_report("one-among-many.json", &json!({ "suite": "one-among-many", "figures": figures }));
+}
+
 /// 10,000 files under a glob resource, then one more at a time; the agent's memory at the end.
 async fn one_among_many() -> (Vec<Duration>, Value) {
     let node = Node::new();
