@@ -6,35 +6,26 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use devsieve_sdk::bindings::devsieve::handler::types::{self as wire, Pair, Range, Span};
-use devsieve_sdk::{Device, Node, Origin, Snapshot};
+use devsieve_sdk::bindings::devsieve::handler::types as wire;
+use devsieve_sdk::{Device, Node, Snapshot};
 use libfuzzer_sys::fuzz_target;
 
-/// Small numbers, so that spans and ranges land inside their lists often.
-#[derive(Arbitrary, Debug)]
-struct RawNode {
-    origin: u8,
-    spans: [(u8, u8); 3],
-    optional: [Option<(u8, u8)>; 3],
-    lists: [(u8, u8); 4],
-    parent: Option<u8>,
-}
-
+/// Words as small numbers (255 stands for the contract's "absent"), in
+/// entries of the contract's sizes, so that layouts are often whole and
+/// spans often land inside the text.
 #[derive(Arbitrary, Debug)]
 struct Input {
     text: String,
-    nodes: Vec<RawNode>,
-    names: Vec<(u8, u8)>,
-    pairs: Vec<((u8, u8), (u8, u8))>,
+    nodes: Vec<[u8; 22]>,
+    names: Vec<[u8; 2]>,
+    pairs: Vec<[u8; 4]>,
     candidates: Vec<u8>,
+    /// Cut this many words off the nodes (a layout that is not whole).
+    cut: u8,
 }
 
-fn span((start, len): (u8, u8)) -> Span {
-    Span { start: start.into(), len: len.into() }
-}
-
-fn range((start, len): (u8, u8)) -> Range {
-    Range { start: start.into(), len: len.into() }
+fn words<const N: usize>(entries: &[[u8; N]]) -> Vec<u32> {
+    entries.iter().flatten().map(|&w| if w == 255 { u32::MAX } else { w.into() }).collect()
 }
 
 fn owned(device: Device<'_>) -> Node {
@@ -55,29 +46,13 @@ fn owned(device: Device<'_>) -> Node {
 }
 
 fuzz_target!(|input: Input| {
-    let origins = [Origin::Udev, Origin::Path, Origin::Usbip];
+    let mut nodes = words(&input.nodes);
+    nodes.truncate(nodes.len().saturating_sub(usize::from(input.cut % 4)));
     let raw = wire::Snapshot {
         text: input.text,
-        nodes: input
-            .nodes
-            .iter()
-            .map(|n| wire::Node {
-                origin: origins[usize::from(n.origin) % origins.len()],
-                devpath: span(n.spans[0]),
-                kernel: span(n.spans[1]),
-                subsystem: span(n.spans[2]),
-                devtype: n.optional[0].map(span),
-                driver: n.optional[1].map(span),
-                devnode: n.optional[2].map(span),
-                devlinks: range(n.lists[0]),
-                properties: range(n.lists[1]),
-                attributes: range(n.lists[2]),
-                tags: range(n.lists[3]),
-                parent: n.parent.map(u32::from),
-            })
-            .collect(),
-        names: input.names.into_iter().map(span).collect(),
-        pairs: input.pairs.into_iter().map(|(k, v)| Pair { key: span(k), value: span(v) }).collect(),
+        nodes,
+        names: words(&input.names),
+        pairs: words(&input.pairs),
         candidates: input.candidates.into_iter().map(u32::from).collect(),
     };
     let text = raw.text.clone();

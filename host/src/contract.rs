@@ -16,7 +16,6 @@ pub use devsieve::handler::types::{
 };
 #[cfg(test)]
 pub use devsieve::handler::types::{DeviceNode, Mount};
-use devsieve::handler::types::{Node as WireNode, Pair, Range, Span};
 
 /// The contract version this agent speaks: the WIT package's version, which
 /// build.rs reads from `wit/handler.wit`. A handler must export
@@ -90,72 +89,96 @@ pub struct NodeView<'a> {
 }
 
 impl SnapshotView<'_> {
-    /// The contract's snapshot: every string copied once into one text, the
-    /// nodes' devlinks and tags into one list of spans, their properties and
-    /// attributes into one list of pairs. wasmtime then copies five buffers
-    /// into the guest, where one string per allocation cost a call into the
-    /// guest's allocator for every string and list of every node.
+    /// The contract's snapshot (its layout is in `wit/handler.wit`): every
+    /// string copied once into one text, each node 22 words, the devlinks
+    /// and tags one list of spans, the properties and attributes one list of
+    /// span pairs. wasmtime copies each list into the guest with one memcpy,
+    /// and the guest takes them as they are; a record per node would be
+    /// converted field by field on both sides.
     pub fn encode(&self) -> WireSnapshot {
         let text_len: usize = self.nodes.iter().map(NodeView::text_len).sum();
         let names_len: usize = self.nodes.iter().map(|n| n.devlinks.len() + n.tags.len()).sum();
         let pairs_len: usize = self.nodes.iter().map(|n| n.properties.len() + n.attributes.len()).sum();
         let mut out = Layout {
             text: String::with_capacity(text_len),
-            names: Vec::with_capacity(names_len),
-            pairs: Vec::with_capacity(pairs_len),
+            nodes: Vec::with_capacity(self.nodes.len() * NODE_WORDS),
+            names: Vec::with_capacity(names_len * 2),
+            pairs: Vec::with_capacity(pairs_len * 4),
         };
-        let nodes = self
-            .nodes
-            .iter()
-            .map(|node| WireNode {
-                origin: node.origin,
-                devpath: out.span(node.devpath),
-                kernel: out.span(node.kernel),
-                subsystem: out.span(node.subsystem),
-                devtype: node.devtype.map(|s| out.span(s)),
-                driver: node.driver.map(|s| out.span(s)),
-                devnode: node.devnode.map(|s| out.span(s)),
-                devlinks: out.names(node.devlinks),
-                properties: out.pairs(node.properties),
-                attributes: out.pairs(node.attributes),
-                tags: out.names(node.tags),
-                parent: node.parent,
-            })
-            .collect();
-        WireSnapshot { text: out.text, nodes, names: out.names, pairs: out.pairs, candidates: self.candidates.clone() }
+        for node in &self.nodes {
+            out.node(node);
+        }
+        let Layout { text, nodes, names, pairs } = out;
+        WireSnapshot { text, nodes, names, pairs, candidates: self.candidates.clone() }
     }
 }
 
-/// The shared buffers of [`SnapshotView::encode`].
+/// Words per node in the contract's snapshot.
+const NODE_WORDS: usize = 22;
+/// An absent optional span's start, and an absent parent.
+const ABSENT: u32 = u32::MAX;
+
+/// The buffers of [`SnapshotView::encode`]. Offsets are u32, as the
+/// contract's are: a snapshot past 4 GiB of text would not fit a guest's
+/// memory (nor its cap) anyway.
 struct Layout {
     text: String,
-    names: Vec<Span>,
-    pairs: Vec<Pair>,
+    nodes: Vec<u32>,
+    names: Vec<u32>,
+    pairs: Vec<u32>,
 }
 
 impl Layout {
-    fn span(&mut self, s: &str) -> Span {
+    fn span(&mut self, s: &str) -> [u32; 2] {
         let start = self.text.len() as u32;
         self.text.push_str(s);
-        Span { start, len: s.len() as u32 }
+        [start, s.len() as u32]
     }
 
-    fn names(&mut self, names: &[String]) -> Range {
-        let start = self.names.len() as u32;
+    fn optional(&mut self, s: Option<&str>) -> [u32; 2] {
+        s.map_or([ABSENT, 0], |s| self.span(s))
+    }
+
+    fn names(&mut self, names: &[String]) -> [u32; 2] {
+        let first = (self.names.len() / 2) as u32;
         for name in names {
             let span = self.span(name);
-            self.names.push(span);
+            self.names.extend(span);
         }
-        Range { start, len: names.len() as u32 }
+        [first, names.len() as u32]
     }
 
-    fn pairs(&mut self, pairs: &[(String, String)]) -> Range {
-        let start = self.pairs.len() as u32;
+    fn pairs(&mut self, pairs: &[(String, String)]) -> [u32; 2] {
+        let first = (self.pairs.len() / 4) as u32;
         for (key, value) in pairs {
-            let pair = Pair { key: self.span(key), value: self.span(value) };
-            self.pairs.push(pair);
+            let (key, value) = (self.span(key), self.span(value));
+            self.pairs.extend(key.into_iter().chain(value));
         }
-        Range { start, len: pairs.len() as u32 }
+        [first, pairs.len() as u32]
+    }
+
+    /// `node`'s words, in the contract's order.
+    fn node(&mut self, node: &NodeView<'_>) {
+        let origin = match node.origin {
+            Origin::Udev => 0,
+            Origin::Path => 1,
+            Origin::Usbip => 2,
+        };
+        let fields = [
+            self.span(node.devpath),
+            self.span(node.kernel),
+            self.span(node.subsystem),
+            self.optional(node.devtype),
+            self.optional(node.driver),
+            self.optional(node.devnode),
+            self.names(node.devlinks),
+            self.pairs(node.properties),
+            self.pairs(node.attributes),
+            self.names(node.tags),
+        ];
+        self.nodes.push(origin);
+        self.nodes.extend(fields.into_iter().flatten());
+        self.nodes.push(node.parent.unwrap_or(ABSENT));
     }
 }
 
@@ -186,5 +209,41 @@ impl<'a> NodeView<'a> {
         strings.iter().flatten().map(|s| s.len()).sum::<usize>()
             + names.map(String::len).sum::<usize>()
             + pairs.sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_are_laid_out_as_the_contract_says() {
+        let mut usb = Node::bare(Origin::Usbip, "usbip://h:3240/1-1", "usb");
+        usb.devtype = Some("usb_device".into());
+        usb.attributes = vec![("idVendor".into(), "1a86".into())];
+        let mut tty = Node::bare(Origin::Udev, "/devices/x/ttyUSB0", "tty");
+        tty.tags = vec!["seat".into(), "uaccess".into()];
+        let view =
+            SnapshotView { nodes: vec![NodeView::new(&tty, Some(1)), NodeView::new(&usb, None)], candidates: vec![0] };
+        let wire = view.encode();
+        let text = |start: u32, len: u32| &wire.text[start as usize..][..len as usize];
+        assert_eq!(wire.nodes.len(), 2 * NODE_WORDS);
+        let (tty, usb) = wire.nodes.split_at(NODE_WORDS);
+        assert_eq!(tty[0], 0, "udev");
+        assert_eq!(text(tty[1], tty[2]), "/devices/x/ttyUSB0");
+        assert_eq!(text(tty[3], tty[4]), "ttyUSB0");
+        assert_eq!(text(tty[5], tty[6]), "tty");
+        assert_eq!(&tty[7..9], [ABSENT, 0], "no devtype");
+        assert_eq!(&tty[19..21], [0, 2], "two tags from the first name");
+        assert_eq!(text(wire.names[2], wire.names[3]), "uaccess");
+        assert_eq!(tty[21], 1, "the usb device is its parent");
+        assert_eq!(usb[0], 2, "usbip");
+        assert_eq!(text(usb[7], usb[8]), "usb_device");
+        assert_eq!(&usb[15..17], [0, 0], "no properties");
+        assert_eq!(&usb[17..19], [0, 1], "one attribute, the first pair");
+        assert_eq!((text(wire.pairs[0], wire.pairs[1]), text(wire.pairs[2], wire.pairs[3])), ("idVendor", "1a86"));
+        assert_eq!(usb[21], ABSENT, "no parent");
+        assert_eq!(wire.candidates, [0]);
+        assert_eq!(wire.text.len(), view.nodes.iter().map(NodeView::text_len).sum::<usize>());
     }
 }
