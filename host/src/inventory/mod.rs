@@ -145,7 +145,14 @@ impl ResourceState {
             let healthy = !self.failing && state.gone_since.is_none();
             let group = &state.group;
             for unit in 0..group.share {
-                let id = names::unit_id(&group.handler_id, unit, group.share);
+                // A group of one unit has its own id (hashed once, when the
+                // group was made): every publish of 10,000 groups would
+                // hash each again.
+                let id = if group.share <= 1 {
+                    group.id.clone()
+                } else {
+                    names::unit_id(&group.handler_id, unit, group.share)
+                };
                 if units.contains_key(&id) {
                     tracing::error!(resource = %self.spec.name, %id, "two groups map to one device id; keeping the first");
                     continue;

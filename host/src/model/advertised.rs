@@ -7,7 +7,9 @@ use crate::contract::{DeviceGroup, SnapshotView};
 use crate::support::names;
 
 /// A group as the kubelet will see it: a device id and what a container gets.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+/// `Eq`, so that comparing two lists of shared groups (`Arc`s) compares
+/// pointers first.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Advertised {
     /// The kubelet device id (at most 63 characters, stable per device).
     pub id: String,
@@ -21,14 +23,14 @@ pub struct Advertised {
     pub share: u32,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct GrantedNode {
     pub host_path: String,
     pub container_path: String,
     pub permissions: String,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct GrantedMount {
     pub host_path: String,
     pub container_path: String,
